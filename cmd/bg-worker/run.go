@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/bg-worker/bg-worker/internal/config"
+	"github.com/bg-worker/bg-worker/internal/jobs"
+	"github.com/bg-worker/bg-worker/internal/logging"
+	"github.com/bg-worker/bg-worker/internal/store"
+)
+
+const usage = `usage: bg-worker [command]
+
+commands:
+  run                         the worker loop, until SIGTERM/SIGINT (default)
+  migrate                     apply database migrations (safe from many replicas)
+  status [--json]             lock holders, last runs and next tick of each job
+  once JOB [--timeout D]      run JOB now (here, or on the replica that holds its lock)
+  jobs                        list registered jobs and their intervals
+  healthcheck                 GET /healthz on HTTP_ADDR (exit 0 healthy, 1 not)
+
+Configuration comes from the environment; see README.md.
+`
+
+// run is the whole program behind main: it parses args, reads the environment through
+// env, and writes to stdout/stderr. Its error decides the exit code (see exitCode).
+func run(ctx context.Context, args []string, env config.LookupEnv, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, args, env, stdout, stderr)
+	case "migrate":
+		return cmdMigrate(ctx, args, env, stderr)
+	case "status":
+		return cmdStatus(ctx, args, env, stdout, stderr)
+	case "once":
+		return cmdOnce(ctx, args, env, stdout, stderr)
+	case "jobs":
+		return cmdJobs(args, env, stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(ctx, args, env, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return &usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+}
+
+// newFlags returns a FlagSet whose errors become usage errors.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("bg-worker "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return &exitError{code: exitOK}
+		}
+		return &usageError{err}
+	}
+	return nil
+}
+
+// loadConfig reads and validates the environment; problems are usage errors (exit 2).
+func loadConfig(env config.LookupEnv, needDB bool) (config.Config, error) {
+	cfg, err := config.Load(env)
+	if err == nil && needDB {
+		err = cfg.RequireDatabase()
+	}
+	if err != nil {
+		return cfg, &usageError{err}
+	}
+	return cfg, nil
+}
+
+// newLogger builds the process's one logger.
+func newLogger(cfg config.Config, w io.Writer) (*slog.Logger, error) {
+	log, err := logging.New(w, cfg.LogFormat, cfg.SlogLevel())
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	return log.With("worker_id", cfg.WorkerID), nil
+}
+
+// selectJobs builds the registry and picks WORKER_JOBS; bucket jobs need R2 variables.
+func selectJobs(cfg config.Config, d jobs.Deps) ([]jobs.Job, error) {
+	selected, err := jobs.Select(jobs.Registry(d), cfg.Jobs)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	for _, j := range selected {
+		if j.UsesBucket {
+			if err := cfg.RequireBucket(); err != nil {
+				return nil, &usageError{err}
+			}
+			break
+		}
+	}
+	return selected, nil
+}
+
+// openStore connects, retrying with backoff until ctx ends when wait is set (a worker
+// that starts before its database should wait, not crash-loop).
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, maxConns int32, wait bool) (*store.Store, error) {
+	backoff := time.Second
+	for {
+		st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{ApplicationName: cfg.WorkerID, MaxConns: maxConns})
+		if err == nil {
+			if err = st.Ping(ctx); err == nil {
+				return st, nil
+			}
+			st.Close()
+		}
+		err = fmt.Errorf("database %s: %w", config.RedactURL(cfg.DatabaseURL), err)
+		if !wait || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("Database not reachable; retrying", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func cmdJobs(args []string, env config.LookupEnv, stdout, stderr io.Writer) error {
+	fs := newFlags("jobs", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env, false)
+	if err != nil {
+		return err
+	}
+	all := jobs.Registry(jobs.Deps{Config: cfg})
+	enabled := map[string]bool{}
+	sel, err := jobs.Select(all, cfg.Jobs)
+	if err != nil {
+		return &usageError{err}
+	}
+	for _, j := range sel {
+		enabled[j.Name] = true
+	}
+	fmt.Fprintf(stdout, "%-14s %-10s %-8s %s\n", "JOB", "INTERVAL", "ENABLED", "DESCRIPTION")
+	for _, j := range all {
+		en := "no"
+		if enabled[j.Name] {
+			en = "yes"
+		}
+		fmt.Fprintf(stdout, "%-14s %-10s %-8s %s\n", j.Name, j.Interval, en, j.Description)
+	}
+	return nil
+}
+
+func cmdMigrate(ctx context.Context, args []string, env config.LookupEnv, stderr io.Writer) error {
+	fs := newFlags("migrate", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env, true)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	applied, err := store.Migrate(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if len(applied) == 0 {
+		log.Info("Database schema is current")
+	} else {
+		log.Info("Applied migrations", "migrations", strings.Join(applied, ","))
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bg-worker/bg-worker/internal/config"
+	"github.com/bg-worker/bg-worker/internal/store"
+)
+
+type statusRun struct {
+	ID         int64           `json:"id"`
+	TickAt     time.Time       `json:"tick_at"`
+	Trigger    string          `json:"trigger"`
+	WorkerID   string          `json:"worker_id"`
+	StartedAt  time.Time       `json:"started_at"`
+	FinishedAt *time.Time      `json:"finished_at"`
+	Status     string          `json:"status"`
+	Error      string          `json:"error,omitempty"`
+	Stats      json.RawMessage `json:"stats"`
+}
+
+type statusJob struct {
+	Name       string            `json:"name"`
+	IntervalMS int64             `json:"interval_ms"`
+	LockKey    [2]int32          `json:"lock_key"`
+	Holder     *store.LockHolder `json:"holder"`
+	NextTick   time.Time         `json:"next_tick"`
+	Runs       []statusRun       `json:"recent_runs"`
+}
+
+type statusReport struct {
+	Now  time.Time   `json:"now"`
+	Jobs []statusJob `json:"jobs"`
+}
+
+func cmdStatus(ctx context.Context, args []string, env config.LookupEnv, stdout, stderr io.Writer) error {
+	fs := newFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	n := fs.Int("runs", 5, "recent runs to show per job")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env, true)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg, log, 2, false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rep, err := buildStatus(ctx, st, cfg, *n)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printStatus(stdout, rep)
+	return nil
+}
+
+func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int) (statusReport, error) {
+	if err := schemaReady(ctx, st); err != nil {
+		return statusReport{}, err
+	}
+	now, err := st.Now(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	recorded, err := st.ListJobs(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	holders, err := st.LockHolders(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	byJob := map[string]store.LockHolder{}
+	for _, h := range holders {
+		byJob[h.Job] = h
+	}
+	rep := statusReport{Now: now, Jobs: []statusJob{}}
+	seen := map[string]bool{}
+	add := func(name string, interval time.Duration, ns, key int32) error {
+		seen[name] = true
+		j := statusJob{Name: name, IntervalMS: interval.Milliseconds(), LockKey: [2]int32{ns, key}, Runs: []statusRun{}}
+		if h, ok := byJob[name]; ok {
+			j.Holder = &h
+		}
+		iv := interval.Milliseconds()
+		j.NextTick = time.UnixMilli((now.UnixMilli()/iv + 1) * iv).UTC()
+		runs, err := st.RecentRuns(ctx, name, n)
+		if err != nil {
+			return err
+		}
+		for _, r := range runs {
+			j.Runs = append(j.Runs, statusRun{ID: r.ID, TickAt: r.TickAt, Trigger: r.Trigger, WorkerID: r.WorkerID,
+				StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Status: r.Status, Error: r.Error.String, Stats: r.Stats})
+		}
+		rep.Jobs = append(rep.Jobs, j)
+		return nil
+	}
+	for _, r := range recorded {
+		if err := add(r.Name, time.Duration(r.IntervalMs)*time.Millisecond, r.LockNamespace, r.LockKey); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func printStatus(w io.Writer, rep statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tINTERVAL\tLEADER\tPID\tHELD SINCE\tRUNNING SINCE\tNEXT TICK")
+	for _, j := range rep.Jobs {
+		leader, pid, since, running := "-", "-", "-", "-"
+		if h := j.Holder; h != nil {
+			leader, pid = h.WorkerID, fmt.Sprint(h.PID)
+			if h.HeldSince != nil {
+				since = fmtTime(*h.HeldSince)
+			}
+			if h.RunningSince != nil {
+				running = fmtTime(*h.RunningSince)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s (in %s)\n", j.Name, time.Duration(j.IntervalMS)*time.Millisecond,
+			leader, pid, since, running, fmtTime(j.NextTick), j.NextTick.Sub(rep.Now).Round(time.Millisecond))
+	}
+	tw.Flush()
+	for _, j := range rep.Jobs {
+		fmt.Fprintf(w, "\n[%s] last runs:\n", j.Name)
+		if len(j.Runs) == 0 {
+			fmt.Fprintln(w, "  (none)")
+			continue
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ID\tTICK\tTRIGGER\tWORKER\tSTATUS\tDURATION\tSTATS / ERROR")
+		for _, r := range j.Runs {
+			dur := "-"
+			if r.FinishedAt != nil {
+				dur = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
+			}
+			detail := string(r.Stats)
+			if r.Error != "" {
+				detail = r.Error
+			}
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, fmtTime(r.TickAt), r.Trigger, r.WorkerID, r.Status, dur, detail)
+		}
+		tw.Flush()
+	}
+}
+
+func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }

@@ -1,0 +1,304 @@
+// Package config reads bg-worker's configuration from the environment. Every field has a
+// documented default; Validate reports each bad variable by name, one error per variable.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Config is the whole environment bg-worker reads. Names in comments are the variables.
+type Config struct {
+	// DatabaseURL (DATABASE_URL) reaches PostgreSQL directly or through a session-mode
+	// pooler; transaction-mode poolers break session advisory locks.
+	DatabaseURL string
+
+	// R2 / S3-compatible bucket.
+	R2AccountID       string // R2_ACCOUNT_ID: endpoint https://<id>.r2.cloudflarestorage.com
+	R2AccessKeyID     string // R2_ACCESS_KEY_ID
+	R2SecretAccessKey string // R2_SECRET_ACCESS_KEY (secret: never logged)
+	R2BucketName      string // R2_BUCKET_NAME
+	R2Endpoint        string // R2_ENDPOINT: any S3-compatible endpoint, path-style
+	R2Region          string // R2_REGION, default "auto"
+	R2Prefix          string // R2_PREFIX: only keys under it belong to the worker
+
+	Interval        time.Duration // WORKER_INTERVAL_MS, default 5000 ms
+	WorkerID        string        // WORKER_ID, default hostname-pid, ≤ 63 ASCII characters
+	Jobs            []string      // WORKER_JOBS, default all (nil)
+	HTTPAddr        string        // HTTP_ADDR, default ":8081"; empty turns it off
+	LogFormat       string        // LOG_FORMAT: text | json
+	LogLevel        string        // LOG_LEVEL: debug | info | warn | error
+	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT, default 30s
+
+	// Leadership and fencing (see internal/lock).
+	LeaderMaxFailures int           // LEADER_MAX_FAILURES, default 3
+	LockHeartbeat     time.Duration // LOCK_HEARTBEAT, default 1s
+	LockTimeout       time.Duration // LOCK_TIMEOUT, default 10s
+
+	SyncConcurrency int           // SYNC_CONCURRENCY, default 32
+	SyncPendingTTL  time.Duration // SYNC_PENDING_TTL, default 24h
+	SyncMaxBackoff  time.Duration // SYNC_MAX_BACKOFF, default 5m
+
+	OrphanScanInterval time.Duration // ORPHAN_SCAN_INTERVAL, default 1h
+	OrphanMinAge       time.Duration // ORPHAN_MIN_AGE, default 24h
+	OrphanDelete       bool          // ORPHAN_DELETE, default false
+
+	RunHistoryRetention time.Duration // RUN_HISTORY_RETENTION, default 168h
+}
+
+// Defaults returns the configuration with every default filled in.
+func Defaults() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "bg-worker"
+	}
+	return Config{
+		R2Region:            "auto",
+		Interval:            5000 * time.Millisecond,
+		WorkerID:            fmt.Sprintf("%s-%d", host, os.Getpid()),
+		HTTPAddr:            ":8081",
+		LogFormat:           "text",
+		LogLevel:            "info",
+		ShutdownTimeout:     30 * time.Second,
+		LeaderMaxFailures:   3,
+		LockHeartbeat:       time.Second,
+		LockTimeout:         10 * time.Second,
+		SyncConcurrency:     32,
+		SyncPendingTTL:      24 * time.Hour,
+		SyncMaxBackoff:      5 * time.Minute,
+		OrphanScanInterval:  time.Hour,
+		OrphanMinAge:        24 * time.Hour,
+		RunHistoryRetention: 168 * time.Hour,
+	}
+}
+
+// Error is one offending variable.
+type Error struct {
+	Var string
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Msg }
+
+// LookupEnv reads one variable; os.LookupEnv is one. It tells "set to empty" from
+// "unset", which HTTP_ADDR needs.
+type LookupEnv func(name string) (string, bool)
+
+// MapEnv is a LookupEnv over a map, for tests.
+func MapEnv(m map[string]string) LookupEnv {
+	return func(name string) (string, bool) { v, ok := m[name]; return v, ok }
+}
+
+// Load reads the environment on top of Defaults. It returns every offending variable
+// (errors.Join of *Error), not just the first.
+func Load(env LookupEnv) (Config, error) {
+	getenv := func(name string) string { v, _ := env(name); return v }
+	c := Defaults()
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, &Error{Var: name, Msg: fmt.Sprintf(format, args...)})
+	}
+	str := func(name string, dst *string) {
+		if v, ok := lookup(getenv, name); ok {
+			*dst = v
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		v, ok := lookup(getenv, name)
+		if !ok {
+			return
+		}
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil:
+			bad(name, "%q is not a duration (use Go durations such as 90s, 5m, 24h)", v)
+		case d <= 0:
+			bad(name, "%q must be positive", v)
+		default:
+			*dst = d
+		}
+	}
+	posInt := func(name string, dst *int) {
+		v, ok := lookup(getenv, name)
+		if !ok {
+			return
+		}
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil:
+			bad(name, "%q is not a whole number", v)
+		case n <= 0:
+			bad(name, "%q must be positive", v)
+		default:
+			*dst = n
+		}
+	}
+
+	c.DatabaseURL = strings.TrimSpace(getenv("DATABASE_URL"))
+	str("R2_ACCOUNT_ID", &c.R2AccountID)
+	str("R2_ACCESS_KEY_ID", &c.R2AccessKeyID)
+	c.R2SecretAccessKey = getenv("R2_SECRET_ACCESS_KEY")
+	str("R2_BUCKET_NAME", &c.R2BucketName)
+	str("R2_ENDPOINT", &c.R2Endpoint)
+	str("R2_REGION", &c.R2Region)
+	str("R2_PREFIX", &c.R2Prefix)
+
+	if v, ok := lookup(getenv, "WORKER_INTERVAL_MS"); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err != nil:
+			bad("WORKER_INTERVAL_MS", "%q is not a whole number of milliseconds", v)
+		case n <= 0:
+			bad("WORKER_INTERVAL_MS", "%q must be positive", v)
+		default:
+			c.Interval = time.Duration(n) * time.Millisecond
+		}
+	}
+	str("WORKER_ID", &c.WorkerID)
+	if v, ok := lookup(getenv, "WORKER_JOBS"); ok {
+		for _, j := range strings.Split(v, ",") {
+			if j = strings.TrimSpace(j); j != "" {
+				c.Jobs = append(c.Jobs, j)
+			}
+		}
+		if len(c.Jobs) == 0 {
+			bad("WORKER_JOBS", "%q names no job", v)
+		}
+	}
+	if v, set := env("HTTP_ADDR"); set {
+		c.HTTPAddr = strings.TrimSpace(v) // empty turns the listener off
+	}
+	str("LOG_FORMAT", &c.LogFormat)
+	str("LOG_LEVEL", &c.LogLevel)
+	dur("SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	posInt("LEADER_MAX_FAILURES", &c.LeaderMaxFailures)
+	dur("LOCK_HEARTBEAT", &c.LockHeartbeat)
+	dur("LOCK_TIMEOUT", &c.LockTimeout)
+	posInt("SYNC_CONCURRENCY", &c.SyncConcurrency)
+	dur("SYNC_PENDING_TTL", &c.SyncPendingTTL)
+	dur("SYNC_MAX_BACKOFF", &c.SyncMaxBackoff)
+	dur("ORPHAN_SCAN_INTERVAL", &c.OrphanScanInterval)
+	dur("ORPHAN_MIN_AGE", &c.OrphanMinAge)
+	if v, ok := lookup(getenv, "ORPHAN_DELETE"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("ORPHAN_DELETE", "%q is not true or false", v)
+		}
+		c.OrphanDelete = b
+	}
+	dur("RUN_HISTORY_RETENTION", &c.RunHistoryRetention)
+
+	if err := c.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+// validate checks values that parsed but do not make sense together. It does not check
+// the settings that only some commands need (RequireDatabase, RequireBucket).
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, &Error{Var: name, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.DatabaseURL != "" {
+		if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+			bad("DATABASE_URL", "does not parse as a PostgreSQL URL (%s)", RedactURL(c.DatabaseURL))
+		}
+	}
+	if c.WorkerID == "" {
+		bad("WORKER_ID", "must not be empty")
+	} else if len(c.WorkerID) > 63 {
+		bad("WORKER_ID", "%d characters; at most 63 (it is the PostgreSQL application_name)", len(c.WorkerID))
+	} else {
+		for _, r := range c.WorkerID {
+			if r < 0x20 || r > 0x7e {
+				bad("WORKER_ID", "%q must be printable ASCII (it is the PostgreSQL application_name)", c.WorkerID)
+				break
+			}
+		}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("LOG_FORMAT", "%q must be text or json", c.LogFormat)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		bad("LOG_LEVEL", "%q must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.R2Endpoint != "" {
+		if u, err := url.Parse(c.R2Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("R2_ENDPOINT", "%q must be an http(s) URL", c.R2Endpoint)
+		}
+	}
+	if c.LockHeartbeat*2 >= c.LockTimeout {
+		bad("LOCK_TIMEOUT", "%s must be more than twice LOCK_HEARTBEAT (%s)", c.LockTimeout, c.LockHeartbeat)
+	}
+	return errors.Join(errs...)
+}
+
+// RequireDatabase reports a missing DATABASE_URL.
+func (c *Config) RequireDatabase() error {
+	if c.DatabaseURL == "" {
+		return &Error{Var: "DATABASE_URL", Msg: "required (postgres://user:pass@host:5432/db)"}
+	}
+	return nil
+}
+
+// RequireBucket reports the bucket variables a bucket job needs.
+func (c *Config) RequireBucket() error {
+	var errs []error
+	if c.R2AccountID == "" && c.R2Endpoint == "" {
+		errs = append(errs, &Error{Var: "R2_ACCOUNT_ID", Msg: "required (or R2_ENDPOINT) when a bucket job is enabled"})
+	}
+	for _, v := range []struct{ name, val string }{
+		{"R2_ACCESS_KEY_ID", c.R2AccessKeyID},
+		{"R2_SECRET_ACCESS_KEY", c.R2SecretAccessKey},
+		{"R2_BUCKET_NAME", c.R2BucketName},
+	} {
+		if v.val == "" {
+			errs = append(errs, &Error{Var: v.name, Msg: "required when a bucket job is enabled"})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SlogLevel maps LogLevel to a slog level name accepted by slog.Level.UnmarshalText.
+func (c *Config) SlogLevel() string {
+	if strings.EqualFold(c.LogLevel, "warning") {
+		return "warn"
+	}
+	return c.LogLevel
+}
+
+// RedactURL hides the password in a database URL (both URL and key=value forms).
+func RedactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.Scheme != "" && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		return u.String()
+	}
+	// key=value form: password=... up to the next space.
+	fields := strings.Fields(s)
+	for i, f := range fields {
+		if strings.HasPrefix(strings.ToLower(f), "password=") {
+			fields[i] = "password=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := strings.TrimSpace(getenv(name))
+	return v, v != ""
+}

@@ -1,0 +1,146 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bg-worker/bg-worker/internal/config"
+	"github.com/bg-worker/bg-worker/internal/store"
+)
+
+// Job is one unit of scheduled work. Exactly one replica runs it per tick window.
+type Job struct {
+	// Name is the job's identity: its log prefix, its advisory-lock key, its rows in
+	// worker_jobs and job_runs.
+	Name string
+	// Interval is the tick; windows are aligned to it on the database clock.
+	Interval time.Duration
+	// UsesBucket says the job needs the R2 variables.
+	UsesBucket bool
+	// Description is one line for `bg-worker jobs`.
+	Description string
+	// Run does the work of one tick. It must return when ctx is cancelled (lock lost,
+	// shutdown grace over) and must not leave goroutines behind.
+	Run func(ctx context.Context, r Run) error
+}
+
+// Run is what a running job gets from the scheduler: its identity, a logger, the
+// database, and the fencing that keeps a run that lost its lock from committing.
+type Run interface {
+	ID() int64
+	TickAt() time.Time
+	Trigger() string
+	Logger() *slog.Logger
+	// Store is for reads; its writes are not fenced.
+	Store() *store.Store
+	// Fenced runs fn in a transaction that first checks this run still owns its job
+	// (lock held, run still marked running). If not, fn does not run and the error wraps
+	// lock.ErrLockLost. Every write a job makes goes through here.
+	Fenced(ctx context.Context, fn func(tx *store.Store) error) error
+	// CheckLock returns an error wrapping lock.ErrLockLost when the run no longer owns
+	// its job. Jobs call it before side effects outside the database (deleting objects).
+	CheckLock(ctx context.Context) error
+	// Stats collects the run's counters, stored in job_runs.stats.
+	Stats() *Stats
+}
+
+// Stats is a set of named counters, safe for concurrent use.
+type Stats struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+// Add adds n to counter name.
+func (s *Stats) Add(name string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]int64{}
+	}
+	s.m[name] += n
+}
+
+// Set sets counter name.
+func (s *Stats) Set(name string, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]int64{}
+	}
+	s.m[name] = n
+}
+
+// Get returns counter name.
+func (s *Stats) Get(name string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[name]
+}
+
+// Snapshot copies the counters.
+func (s *Stats) Snapshot() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.m))
+	for k, v := range s.m {
+		out[k] = v
+	}
+	return out
+}
+
+// Select returns the registered jobs named in names (all when names is empty), or an
+// error naming WORKER_JOBS and the unknown names.
+func Select(all []Job, names []string) ([]Job, error) {
+	if len(names) == 0 {
+		return all, nil
+	}
+	byName := map[string]Job{}
+	var known []string
+	for _, j := range all {
+		byName[j.Name] = j
+		known = append(known, j.Name)
+	}
+	sort.Strings(known)
+	var out []Job
+	var unknown []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		j, ok := byName[n]
+		if !ok {
+			unknown = append(unknown, n)
+			continue
+		}
+		if !seen[n] {
+			out = append(out, j)
+			seen[n] = true
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, &config.Error{Var: "WORKER_JOBS", Msg: fmt.Sprintf("unknown job %s (registered: %s)",
+			strings.Join(quote(unknown), ", "), strings.Join(known, ", "))}
+	}
+	return out, nil
+}
+
+// Find returns the job named name.
+func Find(all []Job, name string) (Job, bool) {
+	for _, j := range all {
+		if j.Name == name {
+			return j, true
+		}
+	}
+	return Job{}, false
+}
+
+func quote(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = fmt.Sprintf("%q", s)
+	}
+	return out
+}

@@ -1,0 +1,44 @@
+package jobs
+
+import (
+	"context"
+	"github.com/bg-worker/bg-worker/internal/store"
+	"time"
+)
+
+// pruneBatch bounds each DELETE so pruning millions of old rows never holds long locks.
+const pruneBatch = 5000
+
+// newPruneRuns deletes job_runs rows older than RUN_HISTORY_RETENTION, hourly.
+func newPruneRuns(d Deps) Job {
+	retention := d.Config.RunHistoryRetention
+	return Job{
+		Name:        "prune-runs",
+		Interval:    time.Hour,
+		Description: "deletes job_runs rows older than RUN_HISTORY_RETENTION",
+		Run: func(ctx context.Context, r Run) error {
+			var total int64
+			for {
+				var n int64
+				err := r.Fenced(ctx, func(tx *store.Store) error {
+					now, err := tx.Now(ctx)
+					if err != nil {
+						return err
+					}
+					n, err = tx.PruneRuns(ctx, now.Add(-retention), pruneBatch)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				total += n
+				if n < pruneBatch {
+					break
+				}
+			}
+			r.Stats().Set("pruned", total)
+			r.Logger().Info("Pruned old runs", "pruned", total, "retention", retention)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,297 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/bg-worker/bg-worker/internal/jobs"
+	"github.com/bg-worker/bg-worker/internal/lock"
+	"github.com/bg-worker/bg-worker/internal/store"
+)
+
+// leader is one job's loop on this replica.
+type leader struct {
+	s     *Scheduler
+	job   jobs.Job
+	log   *slog.Logger
+	sess  *lock.Session
+	lease *lock.Lease
+	cur   *activeRun
+
+	pending       []manualRequest
+	failures      int
+	cooldownUntil time.Time
+	acquireErrs   int
+}
+
+func newLeader(s *Scheduler, job jobs.Job) *leader {
+	log := s.log.With("job", job.Name)
+	lo := s.opts.Lock
+	lo.Logger = log
+	return &leader{s: s, job: job, log: log, sess: lock.NewSession(s.opts.ConnConfig, lock.KeyFor(job.Name), lo)}
+}
+
+func (l *leader) loop(ctx context.Context) {
+	obs := l.s.opts.Observer
+	timer := time.NewTimer(0) // first tick now: a fresh replica tries the lock at once
+	defer timer.Stop()
+	for {
+		var leaseDone <-chan struct{}
+		if l.lease != nil {
+			leaseDone = l.lease.Done()
+		}
+		var runDone <-chan struct{}
+		if l.cur != nil {
+			runDone = l.cur.done
+		}
+		select {
+		case <-ctx.Done():
+			l.shutdown()
+			return
+		case <-timer.C:
+			l.s.markTick(l.job.Name)
+			l.tick(ctx)
+			timer.Reset(nextBoundary(time.Now(), l.sess.ClockOffset(), l.job.Interval))
+		case <-leaseDone:
+			l.log.Warn("Lost lock; no longer leading", "error", l.lease.Err())
+			l.lease = nil
+			obs.Leading(l.job.Name, false)
+			if l.cur != nil {
+				l.cur.cancel(lock.ErrLockLost)
+			}
+		case <-runDone:
+			l.finished(ctx)
+		case req := <-l.s.manual[l.job.Name]:
+			if l.lease == nil {
+				continue // only the holder answers
+			}
+			if l.cur == nil {
+				l.startManual(ctx, req)
+			} else {
+				l.pending = append(l.pending, req)
+			}
+		}
+	}
+}
+
+func (l *leader) tick(ctx context.Context) {
+	obs := l.s.opts.Observer
+	if l.lease == nil {
+		if time.Now().Before(l.cooldownUntil) {
+			obs.LockAttempt(l.job.Name, "cooldown")
+			return
+		}
+		lease, _, err := l.sess.TryAcquire(ctx)
+		if err != nil {
+			obs.LockAttempt(l.job.Name, "error")
+			l.acquireErrs++
+			if l.acquireErrs == 1 || l.acquireErrs%60 == 0 {
+				l.log.Warn("Could not try the job's lock", "error", err, "attempts", l.acquireErrs)
+			}
+			return
+		}
+		if l.acquireErrs > 0 {
+			l.log.Info("Lock session reconnected", "failed_attempts", l.acquireErrs)
+			l.acquireErrs = 0
+		}
+		if lease == nil {
+			obs.LockAttempt(l.job.Name, "held_elsewhere")
+			return
+		}
+		obs.LockAttempt(l.job.Name, "acquired")
+		obs.Leading(l.job.Name, true)
+		l.lease = lease
+		l.log.Info("Acquired lock; leading", "lock_pid", lease.PID)
+		if err := l.takeOver(ctx); err != nil {
+			l.log.Warn("Taking over from the previous leader failed; giving the lock up", "error", err)
+			l.release(ctx)
+			return
+		}
+		if ctx.Err() != nil || l.lease.Err() != nil {
+			return
+		}
+	}
+	st := l.s.opts.Store
+	if l.cur != nil {
+		claim, err := st.ClaimTick(ctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusSkipped, l.lease.PID)
+		if err == nil {
+			_ = st.FinishSkipped(ctx, claim.RunID)
+			obs.TickSkipped(l.job.Name)
+			l.log.Info("Skipped tick: previous run still running", "tick_at", claim.TickAt, "running_run_id", l.cur.id)
+		}
+		return
+	}
+	claim, err := st.ClaimTick(ctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusRunning, l.lease.PID)
+	if errors.Is(err, store.ErrTickClaimed) {
+		l.log.Debug("Tick window already claimed")
+		return
+	}
+	if err != nil {
+		l.log.Warn("Could not claim tick", "error", err)
+		return
+	}
+	l.start(ctx, claim, store.TriggerSchedule, nil)
+}
+
+func (l *leader) takeOver(ctx context.Context) error {
+	var skip int64
+	if l.cur != nil {
+		skip = l.cur.id
+	}
+	return TakeOver(ctx, l.s.opts.Store, l.log, l.job.Name, l.s.opts.WorkerID, l.lease, l.sess.Options().ClientBound(), skip)
+}
+
+func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, req *manualRequest) {
+	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	a := &activeRun{id: claim.RunID, cancel: cancel, done: make(chan struct{}), manual: req}
+	l.cur = a
+	lease := l.lease
+	key := l.sess.Key()
+	started := time.Now()
+	go func() {
+		defer close(a.done)
+		// The lease can end while the loop is busy: cancel at once, not at the next select.
+		go func() {
+			select {
+			case <-lease.Done():
+				cancel(lock.ErrLockLost)
+			case <-runCtx.Done():
+			}
+		}()
+		status, _ := RunJob(runCtx, l.s.opts.Store, l.log, l.job, key, lease.PID, claim, trigger)
+		cancel(nil)
+		a.status = status
+		l.s.opts.Observer.RunFinished(l.job.Name, status, time.Since(started))
+	}()
+}
+
+func (l *leader) startManual(ctx context.Context, req manualRequest) {
+	claim, err := l.s.opts.Store.StartManualRun(ctx, l.job.Name, l.s.opts.WorkerID, l.lease.PID, req.RequestID)
+	if err != nil {
+		l.log.Warn("Could not start manual run", "request_id", req.RequestID, "error", err)
+		return
+	}
+	l.log.Info("Running now on request", "request_id", req.RequestID, "run_id", claim.RunID)
+	l.start(ctx, claim, store.TriggerManual, &req)
+}
+
+// finished handles the end of the current run.
+func (l *leader) finished(ctx context.Context) {
+	a := l.cur
+	l.cur = nil
+	if a.manual != nil {
+		l.s.notifyDone(ctx, a.manual.RequestID)
+	}
+	switch a.status {
+	case store.StatusFailed:
+		l.failures++
+	case store.StatusSucceeded:
+		l.failures = 0
+	}
+	if l.failures >= l.s.opts.MaxFailures && l.lease != nil {
+		l.log.Warn("Giving leadership up after consecutive failed runs", "failures", l.failures,
+			"stand_back", 2*l.job.Interval)
+		l.failures = 0
+		l.release(ctx)
+		l.cooldownUntil = time.Now().Add(2 * l.job.Interval)
+		l.pending = nil
+		return
+	}
+	if len(l.pending) > 0 && l.lease != nil && ctx.Err() == nil {
+		req := l.pending[0]
+		l.pending = l.pending[1:]
+		l.startManual(ctx, req)
+	}
+}
+
+func (l *leader) release(ctx context.Context) {
+	if l.lease == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := l.sess.Release(rctx); err != nil {
+		l.log.Warn("Releasing the lock", "error", err)
+	} else {
+		l.log.Info("Released lock")
+	}
+	l.lease = nil
+	l.s.opts.Observer.Leading(l.job.Name, false)
+}
+
+// shutdown: no new runs; the running one gets the grace, then is cancelled; the lock is
+// released on its own session.
+func (l *leader) shutdown() {
+	if a := l.cur; a != nil {
+		grace := l.s.opts.ShutdownTimeout
+		l.log.Info("Shutting down: waiting for the running job", "run_id", a.id, "grace", grace)
+		t := time.NewTimer(grace)
+		select {
+		case <-a.done:
+			t.Stop()
+		case <-t.C:
+			l.log.Warn("Shutdown grace over; cancelling the running job", "run_id", a.id)
+			a.cancel(errShutdown)
+			select {
+			case <-a.done:
+			case <-time.After(l.sess.Options().ClientBound()):
+				l.log.Error("Job did not stop after cancellation; releasing its lock anyway (its writes are fenced)", "run_id", a.id)
+			}
+		}
+		if a.manual != nil {
+			l.s.notifyDone(context.Background(), a.manual.RequestID)
+		}
+		l.cur = nil
+	}
+	l.release(context.Background())
+	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = l.sess.Close(cctx)
+}
+
+// TakeOver handles runs a previous leader left marked running (guarantee 3b). Call it
+// right after taking the lock, before starting a run: it waits until each such run
+// leaves "running" or bound (the previous holder's client-side bound) has passed since
+// the lock was taken, then marks it abandoned. The fence's row lock makes the abandon
+// wait for any write that run has in flight; after it, the run's writes fail.
+func TakeOver(ctx context.Context, st *store.Store, log *slog.Logger, job, workerID string, lease *lock.Lease, bound time.Duration, skipRunID int64) error {
+	running, err := st.RunningRuns(ctx, job)
+	if err != nil {
+		return err
+	}
+	for _, r := range running {
+		if r.ID == skipRunID {
+			continue
+		}
+		deadline := lease.Acquired.Add(bound)
+		log.Info("Previous run still marked running; waiting out the lock bound before taking over",
+			"previous_run_id", r.ID, "previous_worker_id", r.WorkerID, "bound", bound)
+		for time.Now().Before(deadline) {
+			run, err := st.GetRun(ctx, r.ID)
+			if err != nil {
+				return err
+			}
+			if run.Status != store.StatusRunning {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-lease.Done():
+				return lease.Err()
+			case <-time.After(min(100*time.Millisecond, time.Until(deadline))):
+			}
+		}
+		ok, err := st.AbandonRun(ctx, r.ID, fmt.Sprintf("worker %s lost the lock; abandoned by %s", r.WorkerID, workerID))
+		if err != nil {
+			return err
+		}
+		if ok {
+			log.Warn("Marked previous run abandoned", "previous_run_id", r.ID, "previous_worker_id", r.WorkerID)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,260 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bg-worker/bg-worker/internal/jobs"
+	"github.com/bg-worker/bg-worker/internal/lock"
+	"github.com/bg-worker/bg-worker/internal/store"
+)
+
+// Observer receives the scheduler's events (metrics). All methods must be cheap.
+type Observer interface {
+	RunFinished(job, status string, d time.Duration)
+	LockAttempt(job, result string) // acquired, held_elsewhere, error, cooldown
+	Leading(job string, leading bool)
+	TickSkipped(job string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) RunFinished(string, string, time.Duration) {}
+func (nopObserver) LockAttempt(string, string)                {}
+func (nopObserver) Leading(string, bool)                      {}
+func (nopObserver) TickSkipped(string)                        {}
+
+// Options configures a Scheduler.
+type Options struct {
+	WorkerID string
+	// ConnConfig is used for the dedicated lock and listener sessions (never the pool).
+	ConnConfig *pgx.ConnConfig
+	Store      *store.Store
+	Logger     *slog.Logger
+	Lock       lock.Options
+	// ShutdownTimeout is the grace a running job gets after shutdown starts.
+	ShutdownTimeout time.Duration
+	// MaxFailures consecutive failed runs make a leader give its lock up.
+	MaxFailures int
+	Observer    Observer
+}
+
+// Scheduler runs a set of jobs; see the package documentation.
+type Scheduler struct {
+	opts   Options
+	jobs   []jobs.Job
+	log    *slog.Logger
+	manual map[string]chan manualRequest
+
+	mu       sync.Mutex
+	lastTick map[string]time.Time
+	started  time.Time
+}
+
+// New checks the jobs (unique names, no lock-key collisions) and builds a Scheduler.
+func New(opts Options, js []jobs.Job) (*Scheduler, error) {
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxFailures <= 0 {
+		opts.MaxFailures = 3
+	}
+	var names []string
+	for _, j := range js {
+		if j.Interval <= 0 {
+			return nil, fmt.Errorf("job %s: interval must be positive", j.Name)
+		}
+		names = append(names, j.Name)
+	}
+	if err := lock.CheckCollisions(names); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{opts: opts, jobs: js, log: opts.Logger, manual: map[string]chan manualRequest{},
+		lastTick: map[string]time.Time{}}
+	for _, j := range js {
+		s.manual[j.Name] = make(chan manualRequest, 16)
+	}
+	return s, nil
+}
+
+// Register records the jobs and their lock keys in worker_jobs. A job whose recorded
+// interval differs from this replica's is logged as a warning: replicas should agree.
+func (s *Scheduler) Register(ctx context.Context) error {
+	return RegisterJobs(ctx, s.opts.Store, s.log, s.jobs)
+}
+
+// RegisterJobs records jobs in worker_jobs (shared by run and once).
+func RegisterJobs(ctx context.Context, st *store.Store, log *slog.Logger, js []jobs.Job) error {
+	for _, j := range js {
+		k := lock.KeyFor(j.Name)
+		recorded, err := st.RegisterJob(ctx, j.Name, k.Namespace, k.ID, j.Interval)
+		if err != nil {
+			return err
+		}
+		if recorded != j.Interval {
+			log.Warn("Interval differs from the one recorded for this job; replicas should share it",
+				"job", j.Name, "configured", j.Interval, "recorded", recorded)
+			if err := st.SetJobInterval(ctx, j.Name, j.Interval); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Healthy reports whether every job loop ticked recently (within 3 intervals plus 5s).
+func (s *Scheduler) Healthy(now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started.IsZero() {
+		return errors.New("scheduler not started")
+	}
+	for _, j := range s.jobs {
+		last := s.lastTick[j.Name]
+		if last.IsZero() {
+			last = s.started
+		}
+		if now.Sub(last) > 3*j.Interval+5*time.Second {
+			return fmt.Errorf("job %s has not ticked since %s", j.Name, last.Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+func (s *Scheduler) markTick(job string) {
+	s.mu.Lock()
+	s.lastTick[job] = time.Now()
+	s.mu.Unlock()
+}
+
+// Run runs every job until ctx is cancelled, then shuts down as the package says. It
+// returns nil after a clean shutdown.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.started = time.Now()
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	listenCtx, stopListen := context.WithCancel(ctx)
+	defer stopListen()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.listen(listenCtx)
+	}()
+	for _, j := range s.jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			newLeader(s, j).loop(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// nextBoundary is how long to wait, on the local clock, until just after the next window
+// boundary of interval on the database clock.
+func nextBoundary(now time.Time, offset, interval time.Duration) time.Duration {
+	db := now.Add(offset).UnixMilli()
+	iv := interval.Milliseconds()
+	next := (db/iv + 1) * iv
+	// A little past the boundary so an offset error of a few ms doesn't wake us in the
+	// previous window.
+	slack := min(5*time.Millisecond+interval/100, 50*time.Millisecond)
+	return time.Duration(next-db)*time.Millisecond + slack
+}
+
+// safeRun calls the job and turns a panic into an error.
+func safeRun(ctx context.Context, job jobs.Job, r jobs.Run, log *slog.Logger) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("Job panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return job.Run(ctx, r)
+}
+
+var errShutdown = errors.New("shutdown grace period over")
+
+// run is the jobs.Run a job gets.
+type run struct {
+	id      int64
+	tickAt  time.Time
+	trigger string
+	log     *slog.Logger
+	store   *store.Store
+	fence   lock.Fence
+	stats   jobs.Stats
+}
+
+func (r *run) ID() int64            { return r.id }
+func (r *run) TickAt() time.Time    { return r.tickAt }
+func (r *run) Trigger() string      { return r.trigger }
+func (r *run) Logger() *slog.Logger { return r.log }
+func (r *run) Store() *store.Store  { return r.store }
+func (r *run) Stats() *jobs.Stats   { return &r.stats }
+
+func (r *run) Fenced(ctx context.Context, fn func(tx *store.Store) error) error {
+	return r.store.Tx(ctx, func(tx *store.Store) error {
+		if err := r.fence.Check(ctx, tx.DB()); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+func (r *run) CheckLock(ctx context.Context) error {
+	return r.store.Tx(ctx, func(tx *store.Store) error { return r.fence.Check(ctx, tx.DB()) })
+}
+
+// activeRun is a run in progress.
+type activeRun struct {
+	id     int64
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	status string // set before done closes
+	manual *manualRequest
+}
+
+// RunJob executes one run of job under lease and records its outcome; shared by the
+// scheduler and `bg-worker once`. It returns the final status and the job's error.
+func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job, key lock.Key, pid int32, claim store.Claim, trigger string) (string, error) {
+	r := &run{id: claim.RunID, tickAt: claim.TickAt, trigger: trigger, store: st,
+		log:   log.With("run_id", claim.RunID),
+		fence: lock.Fence{RunID: claim.RunID, Key: key, PID: pid}}
+	err := safeRun(ctx, job, r, r.log)
+	status := store.StatusSucceeded
+	msg := ""
+	if err != nil {
+		status = store.StatusFailed
+		msg = err.Error()
+		if cause := context.Cause(ctx); cause != nil {
+			status = store.StatusCancelled
+			msg = fmt.Sprintf("%v (%v)", cause, err)
+		} else if errors.Is(err, lock.ErrLockLost) {
+			status = store.StatusCancelled
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	ok, ferr := st.FinishRun(fctx, claim.RunID, status, msg, r.stats.Snapshot())
+	switch {
+	case ferr != nil:
+		log.Error("Could not record run outcome", "run_id", claim.RunID, "status", status, "error", ferr)
+	case !ok:
+		log.Warn("Run was marked abandoned by a new leader; outcome not recorded", "run_id", claim.RunID, "status", status)
+		status = store.StatusAbandoned
+	}
+	return status, err
+}

@@ -1,0 +1,186 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/bg-worker/bg-worker/internal/store/dbsqlc"
+)
+
+// Run statuses and triggers, as job_runs stores them.
+const (
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+	StatusAbandoned = "abandoned"
+	StatusSkipped   = "skipped"
+
+	TriggerSchedule = "schedule"
+	TriggerManual   = "manual"
+)
+
+// ErrTickClaimed means another run (here or on another replica) already claimed the window.
+var ErrTickClaimed = errors.New("tick window already claimed")
+
+// JobRun is one row of job_runs.
+type JobRun = dbsqlc.JobRun
+
+// Claim is a claimed tick window.
+type Claim struct {
+	RunID     int64
+	TickAt    time.Time
+	StartedAt time.Time
+}
+
+// RegisterJob records a job and its lock key and returns the recorded interval.
+func (s *Store) RegisterJob(ctx context.Context, name string, ns, key int32, interval time.Duration) (recorded time.Duration, err error) {
+	row, err := s.q.WorkerJobRegister(ctx, dbsqlc.WorkerJobRegisterParams{
+		Name: name, LockNamespace: ns, LockKey: key, IntervalMs: interval.Milliseconds(),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("register job %s: %w", name, err)
+	}
+	if row.LockNamespace != ns || row.LockKey != key {
+		return 0, fmt.Errorf("register job %s: recorded lock key (%d,%d) differs from (%d,%d)", name, row.LockNamespace, row.LockKey, ns, key)
+	}
+	return time.Duration(row.IntervalMs) * time.Millisecond, nil
+}
+
+// SetJobInterval records a job's interval.
+func (s *Store) SetJobInterval(ctx context.Context, name string, interval time.Duration) error {
+	return s.q.WorkerJobSetInterval(ctx, dbsqlc.WorkerJobSetIntervalParams{Name: name, IntervalMs: interval.Milliseconds()})
+}
+
+// ListJobs returns worker_jobs.
+func (s *Store) ListJobs(ctx context.Context) ([]dbsqlc.WorkerJobListRow, error) {
+	return s.q.WorkerJobList(ctx)
+}
+
+// ClaimTick claims the current window of job (database clock) for a scheduled run with
+// the given status (running, or skipped when an earlier run still overlaps it).
+// ErrTickClaimed when the window is taken.
+func (s *Store) ClaimTick(ctx context.Context, job string, interval time.Duration, workerID, status string, lockPID int32) (Claim, error) {
+	row, err := s.q.JobRunClaim(ctx, dbsqlc.JobRunClaimParams{
+		Job: job, IntervalMs: interval.Milliseconds(), WorkerID: workerID, Status: status,
+		LockPid: pgtype.Int4{Int32: lockPID, Valid: lockPID != 0},
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Claim{}, ErrTickClaimed
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("claim tick of %s: %w", job, err)
+	}
+	return Claim{RunID: row.ID, TickAt: row.TickAt, StartedAt: row.StartedAt}, nil
+}
+
+// StartManualRun records a manual run (outside the window claim).
+func (s *Store) StartManualRun(ctx context.Context, job, workerID string, lockPID int32, requestID string) (Claim, error) {
+	row, err := s.q.JobRunStartManual(ctx, dbsqlc.JobRunStartManualParams{
+		Job: job, WorkerID: workerID, LockPid: pgtype.Int4{Int32: lockPID, Valid: lockPID != 0},
+		RequestID: pgtype.Text{String: requestID, Valid: requestID != ""},
+	})
+	if err != nil {
+		return Claim{}, fmt.Errorf("start manual run of %s: %w", job, err)
+	}
+	return Claim{RunID: row.ID, TickAt: row.TickAt, StartedAt: row.StartedAt}, nil
+}
+
+// FinishRun records a run's outcome. It reports false when the run was no longer
+// running (a new leader marked it abandoned), in which case nothing changed.
+func (s *Store) FinishRun(ctx context.Context, id int64, status, errMsg string, stats any) (bool, error) {
+	raw := json.RawMessage("{}")
+	if stats != nil {
+		b, err := json.Marshal(stats)
+		if err != nil {
+			return false, fmt.Errorf("encode stats: %w", err)
+		}
+		raw = b
+	}
+	n, err := s.q.JobRunFinish(ctx, dbsqlc.JobRunFinishParams{
+		ID: id, Status: status, Error: pgtype.Text{String: errMsg, Valid: errMsg != ""}, Stats: raw,
+	})
+	if err != nil {
+		return false, fmt.Errorf("finish run %d: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// FinishSkipped stamps a skipped window's row.
+func (s *Store) FinishSkipped(ctx context.Context, id int64) error {
+	return s.q.JobRunFinishSkipped(ctx, id)
+}
+
+// RunningRuns lists runs of job still marked running.
+func (s *Store) RunningRuns(ctx context.Context, job string) ([]dbsqlc.JobRunListRunningRow, error) {
+	return s.q.JobRunListRunning(ctx, job)
+}
+
+// AbandonRun marks a running run abandoned; false if it had already finished.
+func (s *Store) AbandonRun(ctx context.Context, id int64, reason string) (bool, error) {
+	n, err := s.q.JobRunAbandon(ctx, dbsqlc.JobRunAbandonParams{ID: id, Error: pgtype.Text{String: reason, Valid: true}})
+	return n == 1, err
+}
+
+// GetRun returns one run.
+func (s *Store) GetRun(ctx context.Context, id int64) (JobRun, error) {
+	r, err := s.q.JobRunGet(ctx, id)
+	return r, notFound(err)
+}
+
+// GetRunByRequest returns the run a `once` request started.
+func (s *Store) GetRunByRequest(ctx context.Context, requestID string) (JobRun, error) {
+	r, err := s.q.JobRunGetByRequest(ctx, pgtype.Text{String: requestID, Valid: true})
+	return r, notFound(err)
+}
+
+// RecentRuns returns the newest runs of job.
+func (s *Store) RecentRuns(ctx context.Context, job string, n int) ([]JobRun, error) {
+	return s.q.JobRunListRecent(ctx, dbsqlc.JobRunListRecentParams{Job: job, MaxRows: int32(n)})
+}
+
+// PruneRuns deletes up to max finished runs started before before.
+func (s *Store) PruneRuns(ctx context.Context, before time.Time, max int) (int64, error) {
+	return s.q.JobRunPrune(ctx, dbsqlc.JobRunPruneParams{Before: before, MaxRows: int32(max)})
+}
+
+// Now is the database clock.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	return s.q.JobRunDBNow(ctx)
+}
+
+// LockHolder is one row of the worker_lock_holders view.
+type LockHolder struct {
+	Job          string     `json:"job"`
+	WorkerID     string     `json:"worker_id"`
+	PID          int32      `json:"pid"`
+	ClientAddr   string     `json:"client_addr,omitempty"`
+	HeldSince    *time.Time `json:"held_since"`
+	RunningSince *time.Time `json:"running_since"`
+	TickAt       *time.Time `json:"tick_at"`
+}
+
+// LockHolders reads worker_lock_holders (hand-written: sqlc cannot see pg_locks).
+func (s *Store) LockHolders(ctx context.Context) ([]LockHolder, error) {
+	rows, err := s.db.Query(ctx, `SELECT job, coalesce(worker_id, ''), pid, client_addr, held_since, running_since, tick_at
+		FROM worker_lock_holders ORDER BY job`)
+	if err != nil {
+		return nil, fmt.Errorf("read worker_lock_holders: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (LockHolder, error) {
+		var h LockHolder
+		var addr *netip.Prefix
+		err := r.Scan(&h.Job, &h.WorkerID, &h.PID, &addr, &h.HeldSince, &h.RunningSince, &h.TickAt)
+		if addr != nil {
+			h.ClientAddr = addr.Addr().String()
+		}
+		return h, err
+	})
+}

@@ -1,0 +1,175 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bg-worker/bg-worker/internal/store/dbsqlc"
+	"github.com/bg-worker/bg-worker/migrations"
+)
+
+// ErrNotFound is returned when a row the caller asked for does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store is the database as bg-worker uses it: typed queries over a pool, or over one
+// transaction (see Tx).
+type Store struct {
+	pool *pgxpool.Pool // nil for a transaction-bound Store
+	db   dbsqlc.DBTX
+	q    *dbsqlc.Queries
+}
+
+// Options tunes Open.
+type Options struct {
+	// ApplicationName is shown in pg_stat_activity (the WORKER_ID).
+	ApplicationName string
+	// MaxConns bounds the pool (default 8).
+	MaxConns int32
+}
+
+// ParseConfig parses a database URL and applies bg-worker's session settings; the lock
+// package uses it for its dedicated sessions too.
+func ParseConfig(url, applicationName string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", redactErr(err))
+	}
+	if applicationName != "" {
+		cfg.RuntimeParams["application_name"] = applicationName
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	// Fail fast on dead peers instead of the OS default of hours.
+	cfg.DialFunc = (&net.Dialer{KeepAlive: 5 * time.Second, Timeout: cfg.ConnectTimeout}).DialContext
+	return cfg, nil
+}
+
+// Open connects a pool. It does not check the schema; see SchemaVersion.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	connCfg, err := ParseConfig(url, opts.ApplicationName)
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	pcfg.ConnConfig = connCfg
+	pcfg.MaxConns = opts.MaxConns
+	if pcfg.MaxConns <= 0 {
+		pcfg.MaxConns = 8
+	}
+	pcfg.MaxConnIdleTime = time.Minute
+	pcfg.HealthCheckPeriod = 10 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", redactErr(err))
+	}
+	return &Store{pool: pool, db: pool, q: dbsqlc.New(pool)}, nil
+}
+
+// Pool is the underlying pool (nil for a transaction-bound Store).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Queries exposes the generated queries for packages that need one not wrapped here.
+func (s *Store) Queries() *dbsqlc.Queries { return s.q }
+
+// DB is the connection, pool or transaction this Store runs on.
+func (s *Store) DB() dbsqlc.DBTX { return s.db }
+
+// Close closes the pool.
+func (s *Store) Close() {
+	if s.pool != nil {
+		s.pool.Close()
+	}
+}
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.pool == nil {
+		return nil
+	}
+	return s.pool.Ping(ctx)
+}
+
+// Tx runs fn in a transaction on a Store bound to it; fn's error rolls back.
+func (s *Store) Tx(ctx context.Context, fn func(tx *Store) error) error {
+	if s.pool == nil {
+		return errors.New("store: nested transaction")
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return fn(&Store{db: tx, q: dbsqlc.New(tx)})
+	})
+}
+
+// Migrate applies pending migrations on a dedicated connection; safe to run from many
+// replicas at once.
+func Migrate(ctx context.Context, url string) ([]string, error) {
+	cfg, err := ParseConfig(url, "bg-worker-migrate")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", redactErr(err))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return migrations.Apply(ctx, conn)
+}
+
+// SchemaVersion returns the applied and the latest known migration versions.
+func (s *Store) SchemaVersion(ctx context.Context) (applied, latest int, err error) {
+	applied, err = migrations.Current(ctx, s.db)
+	return applied, migrations.Latest(), err
+}
+
+// notFound maps pgx's no-rows error to ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// redactErr keeps connection errors from echoing a password: pgconn errors can carry
+// the connection string.
+func redactErr(err error) error {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%s", redactPasswords(err.Error()))
+	}
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("invalid connection string")
+	}
+	return err
+}
+
+// IsConnError reports whether err is a lost or refused connection rather than an answer
+// from the server.
+func IsConnError(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// Class 08 (connection exception) and 57P (admin shutdown, crash, cannot connect now).
+		return len(pgErr.Code) >= 2 && (pgErr.Code[:2] == "08" || pgErr.Code[:3] == "57P")
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, net.ErrClosed) ||
+		isNetErr(err)
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce)
+}

@@ -1,0 +1,58 @@
+-- name: JobRunClaim :one
+-- Claims the current tick window of a job (database clock) for a scheduled run. No row
+-- when the window is already claimed, by this replica or another.
+INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid)
+VALUES (
+    @job,
+    -- = to_timestamp(floor(epoch_ms / interval_ms) * interval_ms / 1000)
+    date_bin(make_interval(secs => sqlc.arg(interval_ms)::bigint / 1000.0), clock_timestamp(), timestamptz '1970-01-01 00:00:00+00'),
+    'schedule', @worker_id, @status, @lock_pid
+)
+ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
+RETURNING id, tick_at, started_at;
+
+-- name: JobRunStartManual :one
+INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid, request_id)
+VALUES (@job, clock_timestamp(), 'manual', @worker_id, 'running', @lock_pid, @request_id)
+RETURNING id, tick_at, started_at;
+
+-- name: JobRunFinish :execrows
+-- Only a run still marked running can finish: an abandoned run stays abandoned.
+UPDATE job_runs
+SET status = @status, error = @error, stats = @stats, finished_at = clock_timestamp()
+WHERE id = @id AND status = 'running';
+
+-- name: JobRunFinishSkipped :exec
+UPDATE job_runs SET finished_at = clock_timestamp() WHERE id = @id;
+
+-- name: JobRunListRunning :many
+SELECT id, job, tick_at, trigger, worker_id, started_at, lock_pid
+FROM job_runs
+WHERE job = @job AND status = 'running'
+ORDER BY id;
+
+-- name: JobRunAbandon :execrows
+UPDATE job_runs
+SET status = 'abandoned', finished_at = clock_timestamp(), error = @error
+WHERE id = @id AND status = 'running';
+
+-- name: JobRunGet :one
+SELECT * FROM job_runs WHERE id = @id;
+
+-- name: JobRunGetByRequest :one
+SELECT * FROM job_runs WHERE request_id = @request_id ORDER BY id DESC LIMIT 1;
+
+-- name: JobRunListRecent :many
+SELECT * FROM job_runs WHERE job = @job ORDER BY id DESC LIMIT @max_rows;
+
+-- name: JobRunPrune :execrows
+DELETE FROM job_runs
+WHERE id IN (
+    SELECT r.id FROM job_runs r
+    WHERE r.started_at < @before AND r.status <> 'running'
+    ORDER BY r.started_at
+    LIMIT @max_rows
+);
+
+-- name: JobRunDBNow :one
+SELECT clock_timestamp()::timestamptz AS now;
