@@ -55,7 +55,7 @@ func cmdOnce(ctx context.Context, args []string, env config.LookupEnv, stdout, s
 	if err != nil {
 		return err
 	}
-	job, ok := jobs.Find(jobs.Registry(deps), name)
+	job, ok := jobs.Find(registry(deps), name)
 	if !ok {
 		return &usageError{fmt.Errorf("unknown job %q (see bg-worker jobs)", name)}
 	}

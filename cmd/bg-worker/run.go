@@ -98,7 +98,7 @@ func newLogger(cfg config.Config, w io.Writer) (*slog.Logger, error) {
 
 // selectJobs builds the registry and picks WORKER_JOBS; bucket jobs need R2 variables.
 func selectJobs(cfg config.Config, d jobs.Deps) ([]jobs.Job, error) {
-	selected, err := jobs.Select(jobs.Registry(d), cfg.Jobs)
+	selected, err := jobs.Select(registry(d), cfg.Jobs)
 	if err != nil {
 		return nil, &usageError{err}
 	}
@@ -118,7 +118,8 @@ func selectJobs(cfg config.Config, d jobs.Deps) ([]jobs.Job, error) {
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, maxConns int32, wait bool) (*store.Store, error) {
 	backoff := time.Second
 	for {
-		st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{ApplicationName: cfg.WorkerID, MaxConns: maxConns})
+		st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{ApplicationName: cfg.WorkerID, MaxConns: maxConns,
+			IdleInTxTimeout: cfg.LockTimeout})
 		if err == nil {
 			if err = st.Ping(ctx); err == nil {
 				return st, nil
@@ -148,7 +149,7 @@ func cmdJobs(args []string, env config.LookupEnv, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	all := jobs.Registry(jobs.Deps{Config: cfg})
+	all := registry(jobs.Deps{Config: cfg})
 	enabled := map[string]bool{}
 	sel, err := jobs.Select(all, cfg.Jobs)
 	if err != nil {
@@ -191,4 +192,10 @@ func cmdMigrate(ctx context.Context, args []string, env config.LookupEnv, stderr
 		log.Info("Applied migrations", "migrations", strings.Join(applied, ","))
 	}
 	return nil
+}
+
+// registry is every job this binary runs: the product's, plus test-only jobs in binaries
+// built with -tags e2e (never in a release build).
+func registry(d jobs.Deps) []jobs.Job {
+	return append(jobs.Registry(d), extraJobs(d)...)
 }

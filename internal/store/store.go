@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,10 @@ type Options struct {
 	ApplicationName string
 	// MaxConns bounds the pool (default 8).
 	MaxConns int32
+	// IdleInTxTimeout ends a pool session that sits inside a transaction this long
+	// (idle_in_transaction_session_timeout). A paused worker's open fenced transaction
+	// holds a row lock on its run; this bounds how long it can delay a new leader.
+	IdleInTxTimeout time.Duration
 }
 
 // ParseConfig parses a database URL and applies bg-worker's session settings; the lock
@@ -61,6 +66,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	pcfg, err := pgxpool.ParseConfig("")
 	if err != nil {
 		return nil, err
+	}
+	if opts.IdleInTxTimeout > 0 {
+		connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(opts.IdleInTxTimeout.Milliseconds(), 10)
 	}
 	pcfg.ConnConfig = connCfg
 	pcfg.MaxConns = opts.MaxConns

@@ -1,0 +1,263 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bg-worker/bg-worker/internal/lock"
+	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+var fast = lock.Options{Heartbeat: 100 * time.Millisecond, Timeout: 2 * time.Second}
+
+func newSession(t *testing.T, url, name string, key lock.Key, opts lock.Options) *lock.Session {
+	t.Helper()
+	cfg, err := store.ParseConfig(url, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := lock.NewSession(cfg, key, opts)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+func acquire(t *testing.T, s *lock.Session) *lock.Lease {
+	t.Helper()
+	l, _, err := s.TryAcquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func TestKeyForIsStableAndInRange(t *testing.T) {
+	t.Parallel()
+	a, b := lock.KeyFor("sync-uploads"), lock.KeyFor("sync-uploads")
+	if a != b || a.ID <= 0 {
+		t.Errorf("KeyFor not stable or out of range: %v %v", a, b)
+	}
+	if lock.KeyFor("scan-orphans") == a {
+		t.Error("distinct names share a key")
+	}
+	if err := lock.CheckCollisions([]string{"a", "b", "a"}); err != nil {
+		t.Errorf("duplicate name is not a collision: %v", err)
+	}
+}
+
+func TestExclusiveAndNotStacked(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	key := lock.KeyFor("t-exclusive")
+	a := newSession(t, url, "a", key, fast)
+	b := newSession(t, url, "b", key, fast)
+
+	la := acquire(t, a)
+	if la == nil {
+		t.Fatal("a could not take a free lock")
+	}
+	if lb := acquire(t, b); lb != nil {
+		t.Fatal("b took a lock a holds")
+	}
+	// Trying again while holding returns the same lease and does not stack the lock:
+	// one release frees it for b.
+	if again := acquire(t, a); again != la {
+		t.Fatal("second TryAcquire returned a different lease")
+	}
+	if err := a.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-la.Done():
+	default:
+		t.Error("lease not ended by Release")
+	}
+	if lb := acquire(t, b); lb == nil {
+		t.Fatal("b could not take the lock after a single release: it was stacked")
+	}
+	if err := b.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Release when nothing is held is a no-op.
+	if err := b.Release(context.Background()); err != nil {
+		t.Errorf("Release without lease: %v", err)
+	}
+}
+
+// A terminated backend frees the lock at once; the holder learns within the heartbeat.
+func TestTerminatedBackendEndsLease(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	key := lock.KeyFor("t-terminate")
+	a := newSession(t, url, "a", key, fast)
+	b := newSession(t, url, "b", key, fast)
+	la := acquire(t, a)
+	if la == nil {
+		t.Fatal("no lease")
+	}
+	admin, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(context.Background(), `SELECT pg_terminate_backend($1)`, la.PID); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, fast.ClientBound()+2*time.Second, "lease ends", func() bool { return la.Err() != nil })
+	t.Logf("lease ended %s after pg_terminate_backend (heartbeat %s)", took, fast.Heartbeat)
+	if !errors.Is(la.Err(), lock.ErrLockLost) {
+		t.Errorf("lease error %v, want ErrLockLost", la.Err())
+	}
+	if lb := acquire(t, b); lb == nil {
+		t.Fatal("b could not take the freed lock")
+	}
+	// a reconnects and finds the lock held elsewhere.
+	if l := acquire(t, a); l != nil {
+		t.Fatal("a took a lock b holds")
+	}
+}
+
+// A holder that goes silent (a paused process: no heartbeats) loses the lock server-side
+// after LOCK_TIMEOUT via idle_session_timeout, so the job does not stay hostage.
+func TestSilentHolderFreedByServer(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	key := lock.KeyFor("t-silent")
+	// A heartbeat far longer than the timeout stands in for a paused process.
+	silent := lock.Options{Heartbeat: time.Hour, Timeout: 1500 * time.Millisecond}
+	a := newSession(t, url, "a", key, silent)
+	b := newSession(t, url, "b", key, fast)
+	if acquire(t, a) == nil {
+		t.Fatal("no lease")
+	}
+	start := time.Now()
+	var lb *lock.Lease
+	waitFor(t, 10*time.Second, "server frees a silent holder's lock", func() bool {
+		lb = acquire(t, b)
+		return lb != nil
+	})
+	t.Logf("silent holder's lock freed after %s (LOCK_TIMEOUT %s)", time.Since(start), silent.Timeout)
+	if time.Since(start) < silent.Timeout/2 {
+		t.Errorf("lock freed after %s, before the server-side bound", time.Since(start))
+	}
+}
+
+func TestFence(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.DatabaseURL(t)
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	key := lock.KeyFor("t-fence")
+	a := newSession(t, url, "a", key, fast)
+	la := acquire(t, a)
+	claim, err := st.ClaimTick(ctx, "t-fence", time.Hour, "a", store.StatusRunning, la.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := lock.Fence{RunID: claim.RunID, Key: key, PID: la.PID}
+	if err := f.Check(ctx, st.DB()); err != nil {
+		t.Fatalf("fence of a live run: %v", err)
+	}
+	// Wrong pid (another session's) fails.
+	if err := (lock.Fence{RunID: claim.RunID, Key: key, PID: la.PID + 1}).Check(ctx, st.DB()); !errors.Is(err, lock.ErrLockLost) {
+		t.Errorf("fence with a pid that holds nothing: %v", err)
+	}
+	// After the lock is gone the same fence fails.
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Check(ctx, st.DB()); !errors.Is(err, lock.ErrLockLost) {
+		t.Errorf("fence after release: %v, want ErrLockLost", err)
+	}
+	// An abandoned run fails even while its lock is held.
+	la = acquire(t, a)
+	f.PID = la.PID
+	if err := f.Check(ctx, st.DB()); err != nil {
+		t.Fatalf("fence re-held: %v", err)
+	}
+	if _, err := st.AbandonRun(ctx, claim.RunID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Check(ctx, st.DB()); !errors.Is(err, lock.ErrLockLost) {
+		t.Errorf("fence of an abandoned run: %v, want ErrLockLost", err)
+	}
+}
+
+// A new leader's "mark abandoned" waits for a fenced transaction in flight, and the
+// fenced transaction that started first commits; checks after the abandon fail.
+func TestFenceSerializesWithAbandon(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.DatabaseURL(t)
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	key := lock.KeyFor("t-serial")
+	a := newSession(t, url, "a", key, fast)
+	la := acquire(t, a)
+	claim, err := st.ClaimTick(ctx, "t-serial", time.Hour, "a", store.StatusRunning, la.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := lock.Fence{RunID: claim.RunID, Key: key, PID: la.PID}
+	tx, err := st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Check(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	abandoned := make(chan time.Time, 1)
+	go func() {
+		_, _ = st.AbandonRun(ctx, claim.RunID, "takeover")
+		abandoned <- time.Now()
+	}()
+	// The abandon must be blocked on the run row's lock (not merely slow).
+	waitFor(t, 10*time.Second, "abandon waits on the fenced row", func() bool {
+		select {
+		case <-abandoned:
+			t.Fatal("abandon did not wait for the fenced transaction")
+		default:
+		}
+		var n int
+		_ = st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%abandoned%' AND datname = current_database()`).Scan(&n)
+		return n == 1
+	})
+	committed := time.Now()
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if at := <-abandoned; at.Before(committed) {
+		t.Error("abandon finished before the fenced transaction committed")
+	}
+	if err := f.Check(ctx, st.DB()); !errors.Is(err, lock.ErrLockLost) {
+		t.Errorf("fence after abandon: %v", err)
+	}
+}

@@ -1,0 +1,208 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/internal/testenv"
+	"github.com/bg-worker/bg-worker/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// Ten migrators start at the same moment on an empty database: all succeed, each
+// migration is applied exactly once, and the schema ends current.
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	url := testenv.EmptyDatabaseURL(t)
+	ctx := context.Background()
+	const n = 10
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	applied := make([][]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			applied[i], errs[i] = store.Migrate(ctx, url)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	total := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("migrator %d: %v", i, errs[i])
+		}
+		total += len(applied[i])
+	}
+	all, err := migrations.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != len(all) {
+		t.Errorf("applied %d migrations in total across %d migrators, want %d (each exactly once)", total, n, len(all))
+	}
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, latest, err := st.SchemaVersion(ctx)
+	if err != nil || got != latest || latest == 0 {
+		t.Errorf("SchemaVersion = %d, %d, %v", got, latest, err)
+	}
+	// A second round applies nothing.
+	again, err := store.Migrate(ctx, url)
+	if err != nil || len(again) != 0 {
+		t.Errorf("second migrate applied %v, %v", again, err)
+	}
+}
+
+func TestSchemaVersionOnEmptyDatabase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := store.Open(ctx, testenv.EmptyDatabaseURL(t), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, latest, err := st.SchemaVersion(ctx)
+	if err != nil || got != 0 || latest < 1 {
+		t.Errorf("SchemaVersion = %d, %d, %v; want 0, ≥1, nil", got, latest, err)
+	}
+}
+
+func TestClaimTickOncePerWindow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := store.Open(ctx, testenv.DatabaseURL(t), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// A long window, so all claims below fall in the same one.
+	const interval = time.Hour
+	first, err := st.ClaimTick(ctx, "j", interval, "w1", store.StatusRunning, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.TickAt.UnixMilli()%interval.Milliseconds() != 0 {
+		t.Errorf("tick_at %s is not a window start", first.TickAt)
+	}
+	for _, w := range []string{"w1", "w2"} {
+		if _, err := st.ClaimTick(ctx, "j", interval, w, store.StatusRunning, 0); !errors.Is(err, store.ErrTickClaimed) {
+			t.Errorf("second claim by %s: %v, want ErrTickClaimed", w, err)
+		}
+	}
+	// Manual runs are outside the window claim; another job has its own windows.
+	if _, err := st.StartManualRun(ctx, "j", "w2", 0, "req"); err != nil {
+		t.Errorf("manual run: %v", err)
+	}
+	if _, err := st.ClaimTick(ctx, "other", interval, "w2", store.StatusRunning, 0); err != nil {
+		t.Errorf("other job: %v", err)
+	}
+	// A finished run cannot be re-finished; an abandoned run stays abandoned.
+	if ok, err := st.AbandonRun(ctx, first.RunID, "test"); !ok || err != nil {
+		t.Fatalf("abandon: %v %v", ok, err)
+	}
+	if ok, err := st.FinishRun(ctx, first.RunID, store.StatusSucceeded, "", nil); ok || err != nil {
+		t.Errorf("FinishRun on an abandoned run = %v, %v; want false, nil", ok, err)
+	}
+	r, err := st.GetRun(ctx, first.RunID)
+	if err != nil || r.Status != store.StatusAbandoned {
+		t.Errorf("run = %+v, %v", r, err)
+	}
+	if _, err := st.GetRun(ctx, 1<<40); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetRun(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestConnectErrorsHidePassword(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, "postgres://u:hunter2@127.0.0.1:1/db?connect_timeout=2", store.Options{})
+	if err == nil {
+		err = st.Ping(ctx)
+		st.Close()
+	}
+	if err == nil {
+		t.Fatal("want a connection error")
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("password in error: %v", err)
+	}
+}
+
+// The generated code is current (sqlc diff passes), and the check catches staleness: in
+// a copy of the sqlc inputs with one query changed, sqlc diff fails.
+func TestSQLCGeneratedCodeIsCurrent(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	sqlc := filepath.Join(root, ".bin", "sqlc")
+	if _, err := os.Stat(sqlc); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("sqlc not built (%v): run `make tools`", err)
+		}
+		t.Skipf("sqlc not built (%v): run `make tools`", err)
+	}
+	diff := exec.Command(sqlc, "diff")
+	diff.Dir = root
+	if out, err := diff.CombinedOutput(); err != nil {
+		t.Fatalf("generated code is stale; run `make generate`:\n%s", out)
+	}
+
+	tmp := t.TempDir()
+	for _, p := range []string{"sqlc.yaml", "migrations", "queries", "internal/store/dbsqlc"} {
+		cp := exec.Command("cp", "-r", filepath.Join(root, p), filepath.Join(tmp, p))
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(tmp, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := cp.CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v %s", p, err, out)
+		}
+	}
+	q := filepath.Join(tmp, "queries", "job_runs.sql")
+	b, err := os.ReadFile(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, []byte("\n-- name: JobRunCount :one\nSELECT count(*) FROM job_runs;\n")...)
+	if err := os.WriteFile(q, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stale := exec.Command(sqlc, "diff")
+	stale.Dir = tmp
+	if out, err := stale.CombinedOutput(); err == nil {
+		t.Fatalf("sqlc diff passed on stale generated code:\n%s", out)
+	}
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "sqlc.yaml")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("repo root (sqlc.yaml) not found")
+		}
+		dir = parent
+	}
+}
