@@ -3,7 +3,9 @@ package jobs
 import (
 	"log/slog"
 
+	"github.com/bg-worker/bg-worker/internal/bucket"
 	"github.com/bg-worker/bg-worker/internal/config"
+	"github.com/bg-worker/bg-worker/internal/metrics"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
@@ -14,11 +16,18 @@ type Deps struct {
 	Config config.Config
 	Store  *store.Store
 	Logger *slog.Logger
+	// Bucket is the R2/S3 client for bucket jobs; nil when the R2 variables are not set
+	// (a bucket job then fails its runs with an error naming them).
+	Bucket *bucket.Client
+	// Metrics, when set, receives the jobs' own metrics (uploads checked, HEADs in flight).
+	Metrics *metrics.Metrics
 }
 
 // Registry returns every job bg-worker knows, one line each.
 func Registry(d Deps) []Job {
 	return []Job{
 		newPruneRuns(d),
+		newSyncUploads(d),
+		newScanOrphans(d),
 	}
 }

@@ -249,6 +249,9 @@ func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	ok, ferr := st.FinishRun(fctx, claim.RunID, status, msg, r.stats.Snapshot())
+	if status != store.StatusSucceeded {
+		log.Warn("Run "+status, "run_id", claim.RunID, "error", msg)
+	}
 	switch {
 	case ferr != nil:
 		log.Error("Could not record run outcome", "run_id", claim.RunID, "status", status, "error", ferr)

@@ -37,6 +37,8 @@ type Options struct {
 	// (idle_in_transaction_session_timeout). A paused worker's open fenced transaction
 	// holds a row lock on its run; this bounds how long it can delay a new leader.
 	IdleInTxTimeout time.Duration
+	// Tracer, if set, sees every statement the pool runs (tests count statements with it).
+	Tracer pgx.QueryTracer
 }
 
 // ParseConfig parses a database URL and applies bg-worker's session settings; the lock
@@ -71,6 +73,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(opts.IdleInTxTimeout.Milliseconds(), 10)
 	}
 	pcfg.ConnConfig = connCfg
+	if opts.Tracer != nil {
+		pcfg.ConnConfig.Tracer = opts.Tracer
+	}
 	pcfg.MaxConns = opts.MaxConns
 	if pcfg.MaxConns <= 0 {
 		pcfg.MaxConns = 8

@@ -1,0 +1,385 @@
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bg-worker/bg-worker/internal/bucket"
+	"github.com/bg-worker/bg-worker/internal/metrics"
+	"github.com/bg-worker/bg-worker/internal/store"
+)
+
+// sync-uploads tuning. A page bounds the rows read at once, a batch the rows written by
+// one statement; a batch is also written when flushEvery passes, so a slow fan-out still
+// commits its progress (and a run that loses its lock loses at most that much work).
+const (
+	syncPageSize   = 1000
+	syncBatchSize  = 500
+	syncFlushEvery = time.Second
+)
+
+// errNoBucket is a bucket job's error when the R2 variables were not set.
+var errNoBucket = errors.New("no bucket configured: set R2_ACCOUNT_ID (or R2_ENDPOINT), R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY and R2_BUCKET_NAME")
+
+// syncUploads verifies PENDING uploads against the bucket with HeadObject.
+//
+// Each run: check the bucket once (a missing bucket answers HEAD-object with the same
+// bodiless 404 as a missing object, and wrong credentials must fail the run, not the
+// uploads); read the uploads due at the run's start in keyset pages; HEAD them with at
+// most SYNC_CONCURRENCY requests in flight; stream the answers into batched, fenced
+// writes. Only a definite answer changes a row: the object exists (UPLOADED with size,
+// ETag, content type, verified_at) or it is missing (FAILED past SYNC_PENDING_TTL,
+// otherwise still PENDING with check_count + 1 and the next check one tick after the
+// run's tick window, doubling per check up to SYNC_MAX_BACKOFF). A transient or
+// unclassified error leaves the row exactly as it was (next_check_at included, so the
+// next run retries it) and is counted; the run fails only when every HEAD failed that
+// way. Access denied or a vanished bucket in the middle of a run stops it.
+//
+// Only uploads whose key starts with R2_PREFIX are checked: keys outside it do not
+// belong to this worker (a token scoped to the prefix could not HEAD them anyway).
+type syncUploads struct {
+	bucket      *bucket.Client
+	metrics     *metrics.Metrics
+	prefix      string
+	concurrency int
+	ttl         time.Duration
+	backoff     store.Backoff
+
+	pageSize, batchSize int
+	flushEvery          time.Duration
+}
+
+func newSyncUploads(d Deps) Job {
+	s := newSyncUploadsJob(d)
+	return Job{
+		Name:        "sync-uploads",
+		Interval:    s.backoff.Tick,
+		UsesBucket:  true,
+		Description: "verifies due PENDING uploads with HeadObject (UPLOADED / FAILED / backoff)",
+		Run:         s.run,
+	}
+}
+
+func newSyncUploadsJob(d Deps) *syncUploads {
+	c := d.Config
+	tick := c.Interval
+	if tick <= 0 {
+		tick = 5 * time.Second
+	}
+	maxBackoff := c.SyncMaxBackoff
+	if maxBackoff < tick {
+		maxBackoff = tick
+	}
+	conc := c.SyncConcurrency
+	if conc <= 0 {
+		conc = bucket.DefaultMaxConcurrency
+	}
+	ttl := c.SyncPendingTTL
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	return &syncUploads{
+		bucket: d.Bucket, metrics: d.Metrics, prefix: c.R2Prefix,
+		concurrency: conc, ttl: ttl, backoff: store.Backoff{Tick: tick, Max: maxBackoff},
+		pageSize: syncPageSize, batchSize: syncBatchSize, flushEvery: syncFlushEvery,
+	}
+}
+
+// headResult is one definite answer: the object exists (found) or it does not.
+type headResult struct {
+	u     store.DueUpload
+	found bool
+	obj   bucket.Object
+}
+
+// syncCounts are a run's counters, shared by the fan-out and the writer.
+type syncCounts struct {
+	heads, exists, missing, errors, aborted atomic.Int64
+	uploaded, failed, pending, notWritten   atomic.Int64
+	batches                                 atomic.Int64
+
+	firstErrOnce sync.Once
+	firstErr     error
+}
+
+func (c *syncCounts) noteError(err error) {
+	c.errors.Add(1)
+	c.firstErrOnce.Do(func() { c.firstErr = err })
+}
+
+func (s *syncUploads) run(ctx context.Context, r Run) error {
+	start := time.Now()
+	log := r.Logger()
+	log.Info("Starting sync job...")
+	if s.bucket == nil {
+		log.Error("Cannot check uploads: " + errNoBucket.Error())
+		return errNoBucket
+	}
+	if err := s.bucket.CheckBucket(ctx); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		log.Error("Bucket check failed; no upload was checked or changed", "error", err)
+		return err
+	}
+
+	sum, err := r.Store().UploadDueSummary(ctx, s.prefix)
+	if err != nil {
+		return err
+	}
+	args := []any{"due", sum.Due}
+	if s.prefix != "" {
+		args = append(args, "prefix", s.prefix)
+	}
+	log.Info(fmt.Sprintf("Found %d PENDING uploads in DB", sum.Pending), args...)
+	r.Stats().Set("pending_total", sum.Pending)
+	r.Stats().Set("due", sum.Due)
+
+	var c syncCounts
+	var runErr error
+	if sum.Due > 0 {
+		runErr = s.check(ctx, r, sum, &c)
+	}
+
+	st := r.Stats()
+	checked := c.exists.Load() + c.missing.Load()
+	st.Set("checked", checked)
+	st.Set("head_requests", c.heads.Load())
+	st.Set("uploaded", c.uploaded.Load())
+	st.Set("failed", c.failed.Load())
+	st.Set("still_pending", c.pending.Load())
+	st.Set("errors", c.errors.Load())
+	st.Set("not_written", c.notWritten.Load())
+	st.Set("batches", c.batches.Load())
+
+	if runErr == nil && c.errors.Load() > 0 && checked == 0 {
+		runErr = fmt.Errorf("all %d HEAD requests failed; first: %w", c.errors.Load(), c.firstErr)
+	}
+	summary := []any{
+		"checked", checked, "uploaded", c.uploaded.Load(), "failed", c.failed.Load(),
+		"still_pending", c.pending.Load(), "errors", c.errors.Load(),
+		"duration", time.Since(start).Round(time.Millisecond),
+	}
+	if n := c.notWritten.Load(); n > 0 {
+		summary = append(summary, "not_written", n)
+	}
+	if n := c.aborted.Load(); n > 0 {
+		summary = append(summary, "aborted", n)
+	}
+	if c.firstErr != nil && !errors.Is(runErr, c.firstErr) {
+		summary = append(summary, "first_error", c.firstErr.Error())
+	}
+	if runErr != nil {
+		log.Error("Sync job failed", append(summary, "error", runErr.Error())...)
+		return runErr
+	}
+	log.Info("Sync job completed", summary...)
+	return nil
+}
+
+// check runs the fan-out and the writer over the uploads due at sum.AsOf.
+func (s *syncUploads) check(ctx context.Context, r Run, sum store.UploadDue, c *syncCounts) error {
+	// fctx stops the reader and the fan-out; the writer keeps ctx so that answers already
+	// in hand are still written when the fan-out stops for a bucket error.
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	g, gctx := errgroup.WithContext(fctx)
+	g.SetLimit(s.concurrency)
+
+	results := make(chan headResult, s.batchSize)
+	writeDone := make(chan error, 1)
+	// Backoffs count from the start of this run's tick window (database clock), so a
+	// one-tick backoff makes the upload due at the next window's run.
+	backoff := s.backoff
+	backoff.From = r.TickAt()
+	if backoff.From.IsZero() || backoff.From.After(sum.AsOf) {
+		backoff.From = sum.AsOf
+	}
+	go func() { writeDone <- s.write(ctx, r, sum.AsOf, backoff, results, cancel, c) }()
+
+	readErr := s.fanOut(gctx, r, sum, g, results, c)
+	headErr := g.Wait()
+	close(results)
+	writeErr := <-writeDone
+
+	switch {
+	case writeErr != nil:
+		return writeErr
+	case headErr != nil:
+		return headErr
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case readErr != nil:
+		return readErr
+	}
+	return nil
+}
+
+// fanOut reads due uploads page by page and starts one HEAD per upload; g bounds how many
+// run at once, so fanOut blocks (and reads no further page) while the limit is reached.
+func (s *syncUploads) fanOut(ctx context.Context, r Run, sum store.UploadDue, g *errgroup.Group, results chan<- headResult, c *syncCounts) error {
+	log := r.Logger()
+	debug := log.Enabled(ctx, slog.LevelDebug)
+	var after int64
+	for {
+		page, err := r.Store().UploadListDue(ctx, s.prefix, sum.AsOf, after, sum.MaxID, s.pageSize)
+		if err != nil {
+			return err
+		}
+		for _, u := range page {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			g.Go(func() error { return s.head(ctx, log, debug, u, results, c) })
+		}
+		if len(page) < s.pageSize {
+			return nil
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
+// head checks one upload. Only a bucket-wide definite error (access denied, no bucket)
+// is returned: it stops the whole fan-out.
+func (s *syncUploads) head(ctx context.Context, log *slog.Logger, debug bool, u store.DueUpload, results chan<- headResult, c *syncCounts) error {
+	if ctx.Err() != nil {
+		c.aborted.Add(1)
+		return nil
+	}
+	if s.metrics != nil {
+		s.metrics.FanoutInFlight.Inc()
+	}
+	obj, err := s.bucket.Head(ctx, u.Key)
+	if s.metrics != nil {
+		s.metrics.FanoutInFlight.Dec()
+	}
+	c.heads.Add(1)
+	switch {
+	case err == nil:
+		c.exists.Add(1)
+		if debug {
+			log.Debug(fmt.Sprintf("Upload ID %d: %s - EXISTS in R2", u.ID, u.Key), "size", obj.Size, "etag", obj.ETag)
+		}
+		results <- headResult{u: u, found: true, obj: obj}
+	case errors.Is(err, bucket.ErrNotFound):
+		c.missing.Add(1)
+		if debug {
+			log.Debug(fmt.Sprintf("Upload ID %d: %s - MISSING in R2", u.ID, u.Key), "check_count", u.CheckCount)
+		}
+		results <- headResult{u: u, found: false}
+	case errors.Is(err, bucket.ErrAccessDenied), errors.Is(err, bucket.ErrNoSuchBucket):
+		return err
+	case ctx.Err() != nil:
+		c.aborted.Add(1) // stopped, not an answer
+	default:
+		c.noteError(err)
+		if s.metrics != nil {
+			s.metrics.UploadsChecked.WithLabelValues("error").Inc()
+		}
+		if debug {
+			log.Debug(fmt.Sprintf("Upload ID %d: %s - ERROR, unchanged", u.ID, u.Key), "error", err, "transient", bucket.IsTransient(err))
+		}
+	}
+	return nil
+}
+
+// write turns answers into status changes and writes them in fenced batches. On a write
+// error it stops the fan-out (abort) and drains the rest without writing.
+func (s *syncUploads) write(ctx context.Context, r Run, asOf time.Time, backoff store.Backoff, results <-chan headResult, abort context.CancelCauseFunc, c *syncCounts) error {
+	batch := make([]store.UploadCheck, 0, s.batchSize)
+	tick := time.NewTicker(s.flushEvery)
+	defer tick.Stop()
+	failedBefore := asOf.Add(-s.ttl)
+	var werr error
+
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		n := int64(len(batch))
+		if werr != nil {
+			c.notWritten.Add(n)
+			batch = batch[:0]
+			return
+		}
+		// Rows in id order: concurrent writers of several uploads lock them in the same
+		// order, so they wait rather than deadlock.
+		slices.SortFunc(batch, func(a, b store.UploadCheck) int { return cmp.Compare(a.ID, b.ID) })
+		var applied map[int64]string
+		err := r.Fenced(ctx, func(tx *store.Store) error {
+			var err error
+			applied, err = tx.UploadMarkChecked(ctx, batch, backoff)
+			return err
+		})
+		batch = batch[:0]
+		if err != nil {
+			werr = fmt.Errorf("write results: %w", err)
+			c.notWritten.Add(n)
+			abort(werr)
+			return
+		}
+		c.batches.Add(1)
+		var up, fa, pe int64
+		for _, st := range applied {
+			switch st {
+			case store.UploadUploaded:
+				up++
+			case store.UploadFailed:
+				fa++
+			case store.UploadPending:
+				pe++
+			}
+		}
+		c.uploaded.Add(up)
+		c.failed.Add(fa)
+		c.pending.Add(pe)
+		c.notWritten.Add(n - int64(len(applied))) // rows no longer PENDING
+		if s.metrics != nil {
+			s.metrics.UploadsChecked.WithLabelValues("uploaded").Add(float64(up))
+			s.metrics.UploadsChecked.WithLabelValues("failed").Add(float64(fa))
+			s.metrics.UploadsChecked.WithLabelValues("pending").Add(float64(pe))
+		}
+	}
+
+	for {
+		select {
+		case res, ok := <-results:
+			if !ok {
+				flush()
+				return werr
+			}
+			batch = append(batch, s.decide(res, failedBefore))
+			if len(batch) >= s.batchSize {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
+}
+
+// decide maps an answer to the row's new state. Age is judged at the run's start on
+// the database clock: the HEAD came later, so the object was missing for at least that
+// long.
+func (s *syncUploads) decide(res headResult, failedBefore time.Time) store.UploadCheck {
+	u := res.u
+	switch {
+	case res.found:
+		return store.UploadCheck{ID: u.ID, Status: store.UploadUploaded,
+			Size: res.obj.Size, ETag: res.obj.ETag, ContentType: res.obj.ContentType}
+	case !u.CreatedAt.After(failedBefore):
+		return store.UploadCheck{ID: u.ID, Status: store.UploadFailed,
+			Reason: fmt.Sprintf("object not found in bucket after SYNC_PENDING_TTL (%s); %d checks", s.ttl, u.CheckCount+1)}
+	default:
+		return store.UploadCheck{ID: u.ID, Status: store.UploadPending}
+	}
+}
