@@ -6,7 +6,7 @@ BIN := $(CURDIR)/.bin
 SQLC := $(BIN)/sqlc
 VERSITYGW := $(BIN)/versitygw
 
-.PHONY: all build test check generate sqlc-check demo bench tools clean
+.PHONY: all build test check generate sqlc-check demo docker bench tools clean
 
 all: build
 
@@ -40,6 +40,16 @@ check: sqlc-check
 # real S3 server (versitygw) are started by the tests themselves (internal/testenv).
 test: tools check
 	CI=$${CI:-true} VERSITYGW_BIN=$(VERSITYGW) $(GO) test -count=1 -timeout 40m ./...
+
+# The local stack without Docker: a throwaway PostgreSQL and versitygw, demo data, and 3
+# replicas with interleaved logs; Ctrl-C stops everything. Flags go in ARGS, e.g.
+#   make demo ARGS="--replicas 5 --interval 1s --uploads 1000 --kill-after 20s"
+demo: $(VERSITYGW)
+	$(GO) run ./cmd/bg-demo --versitygw $(VERSITYGW) $(ARGS)
+
+# The image (needs a Docker engine): docker compose up --build --scale bg-worker=3 builds it too.
+docker:
+	docker build -t $${BG_WORKER_IMAGE:-bg-worker:local} .
 
 clean:
 	rm -rf $(BIN) bg-worker

@@ -106,6 +106,9 @@ func cmdOnce(ctx context.Context, args []string, env config.LookupEnv, stdout, s
 }
 
 func onceHere(ctx context.Context, st *store.Store, log *slog.Logger, cfg config.Config, job jobs.Job, sess *lock.Session, lease *lock.Lease, stdout io.Writer) error {
+	if err := st.SetHolder(ctx, job.Name, cfg.WorkerID, lease.PID); err != nil {
+		return err
+	}
 	if err := scheduler.TakeOver(ctx, st, log, job.Name, cfg.WorkerID, lease, sess.Options().ClientBound(), 0); err != nil {
 		return err
 	}

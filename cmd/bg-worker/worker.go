@@ -66,10 +66,13 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 			if st == nil {
 				return fmt.Errorf("database not connected yet")
 			}
+			if err := schemaReady(ctx, st); err != nil {
+				return err
+			}
 			if schedP.Load() == nil {
 				return fmt.Errorf("scheduler not started yet")
 			}
-			return schemaReady(ctx, st)
+			return nil
 		},
 	}
 	g, gctx := errgroup.WithContext(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +151,13 @@ func (s *Session) connect(ctx context.Context) error {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("lock session connect: %w", err)
+	}
+	// idle_session_timeout, which bounds a paused holder, exists from PostgreSQL 14.
+	if v := conn.PgConn().ParameterStatus("server_version"); v != "" {
+		if major, err := strconv.Atoi(strings.SplitN(v, ".", 2)[0]); err == nil && major < 14 {
+			_ = conn.Close(ctx)
+			return fmt.Errorf("lock session: PostgreSQL %s is too old: bg-worker needs 14 or newer (idle_session_timeout)", v)
+		}
 	}
 	s.conn = conn
 	s.pid = int32(conn.PgConn().PID())

@@ -105,6 +105,9 @@ func (l *leader) tick(ctx context.Context) {
 		obs.Leading(l.job.Name, true)
 		l.lease = lease
 		l.log.Info("Acquired lock; leading", "lock_pid", lease.PID)
+		if err := l.s.opts.Store.SetHolder(ctx, l.job.Name, l.s.opts.WorkerID, lease.PID); err != nil {
+			l.log.Warn("Could not record lock holder", "error", err)
+		}
 		if err := l.takeOver(ctx); err != nil {
 			l.log.Warn("Taking over from the previous leader failed; giving the lock up", "error", err)
 			l.release(ctx)

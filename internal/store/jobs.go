@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/bg-worker/bg-worker/internal/store/dbsqlc"
@@ -42,9 +43,18 @@ type Claim struct {
 
 // RegisterJob records a job and its lock key and returns the recorded interval.
 func (s *Store) RegisterJob(ctx context.Context, name string, ns, key int32, interval time.Duration) (recorded time.Duration, err error) {
-	row, err := s.q.WorkerJobRegister(ctx, dbsqlc.WorkerJobRegisterParams{
+	params := dbsqlc.WorkerJobRegisterParams{
 		Name: name, LockNamespace: ns, LockKey: key, IntervalMs: interval.Milliseconds(),
-	})
+	}
+	row, err := s.q.WorkerJobRegister(ctx, params)
+	// Replicas that start together insert the same new row at once. ON CONFLICT (name)
+	// settles a conflict on the name only: the losing insert can meet the winner on the
+	// unique (lock_namespace, lock_key) index first and fail with unique_violation. By
+	// then the winner has committed, so the second attempt takes the ON CONFLICT path.
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && s.pool != nil {
+		row, err = s.q.WorkerJobRegister(ctx, params)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("register job %s: %w", name, err)
 	}
@@ -57,6 +67,14 @@ func (s *Store) RegisterJob(ctx context.Context, name string, ns, key int32, int
 // SetJobInterval records a job's interval.
 func (s *Store) SetJobInterval(ctx context.Context, name string, interval time.Duration) error {
 	return s.q.WorkerJobSetInterval(ctx, dbsqlc.WorkerJobSetIntervalParams{Name: name, IntervalMs: interval.Milliseconds()})
+}
+
+// SetHolder records, right after a replica takes a job's lock, who took it and when;
+// worker_lock_holders shows it while pg_locks agrees.
+func (s *Store) SetHolder(ctx context.Context, job, workerID string, pid int32) error {
+	return s.q.WorkerJobSetHolder(ctx, dbsqlc.WorkerJobSetHolderParams{
+		Name: job, WorkerID: pgtype.Text{String: workerID, Valid: true}, HolderPid: pgtype.Int4{Int32: pid, Valid: true},
+	})
 }
 
 // ListJobs returns worker_jobs.

@@ -1,0 +1,199 @@
+package localstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// VersitygwOptions configures StartVersitygw.
+type VersitygwOptions struct {
+	// Bin is the versitygw binary (required; `make tools` builds .bin/versitygw).
+	Bin string
+	// Parent is where the server's temporary directory is created ("" = os.TempDir()).
+	Parent string
+	// AccessKey and SecretKey are the root credentials; random when empty.
+	AccessKey, SecretKey string
+	// Region is the signing region the server accepts (default "auto", what R2 wants).
+	Region string
+	// Verbose keeps versitygw's per-request log lines (in LogFile).
+	Verbose bool
+}
+
+// Versitygw is a local S3-compatible server: versitygw's posix backend serving DataDir,
+// where each subdirectory is a bucket and each file below it an object.
+type Versitygw struct {
+	Endpoint  string // http://127.0.0.1:PORT; address it path-style
+	Region    string
+	AccessKey string
+	SecretKey string
+	Dir       string // temporary root: data/, versitygw.log
+	DataDir   string
+	LogFile   string
+
+	dir  *Dir
+	proc *child
+}
+
+// StartVersitygw starts versitygw on a free port of 127.0.0.1 in a new temporary directory
+// and returns once it answers HTTP.
+func StartVersitygw(ctx context.Context, opts VersitygwOptions) (_ *Versitygw, err error) {
+	if opts.Bin == "" {
+		return nil, errors.New("versitygw binary not set")
+	}
+	if _, err := os.Stat(opts.Bin); err != nil {
+		return nil, fmt.Errorf("versitygw binary: %w", err)
+	}
+	if opts.Bin, err = filepath.Abs(opts.Bin); err != nil { // it runs in its own directory
+		return nil, err
+	}
+	d, err := TempDir(opts.Parent, "bg-s3-")
+	if err != nil {
+		return nil, err
+	}
+	v := &Versitygw{
+		Region:    opts.Region,
+		AccessKey: opts.AccessKey,
+		SecretKey: opts.SecretKey,
+		Dir:       d.Path,
+		DataDir:   filepath.Join(d.Path, "data"),
+		LogFile:   filepath.Join(d.Path, "versitygw.log"),
+		dir:       d,
+	}
+	defer func() {
+		if err != nil {
+			v.Stop()
+		}
+	}()
+	if v.Region == "" {
+		v.Region = "auto"
+	}
+	if v.AccessKey == "" {
+		v.AccessKey = "local" + randomHex(8)
+	}
+	if v.SecretKey == "" {
+		v.SecretKey = randomHex(20)
+	}
+	if err := os.Mkdir(v.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		err = v.start(ctx, opts)
+		if err == nil {
+			return v, nil
+		}
+		if attempt == 3 || !strings.Contains(LogTail(v.LogFile), "address already in use") || ctx.Err() != nil {
+			return nil, fmt.Errorf("start versitygw: %w", withLog(err, v.LogFile))
+		}
+	}
+}
+
+func (v *Versitygw) start(ctx context.Context, opts VersitygwOptions) error {
+	port, err := FreePort()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	args := []string{"--access", v.AccessKey, "--secret", v.SecretKey, "--region", v.Region,
+		"--port", addr, "--keep-alive"}
+	if !opts.Verbose {
+		args = append(args, "--quiet")
+	}
+	args = append(args, "posix", v.DataDir)
+	cmd := exec.Command(opts.Bin, args...)
+	cmd.Dir = v.Dir
+	// versitygw reads flags from VGW_* and ROOT_* variables too: keep the caller's out.
+	cmd.Env = filteredEnv("VGW_", "ROOT_")
+	proc, err := startChild(cmd, v.LogFile)
+	if err != nil {
+		return err
+	}
+	v.proc = proc
+	v.Endpoint = "http://" + addr
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.Get(v.Endpoint)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-proc.exited:
+			v.proc = nil
+			return fmt.Errorf("versitygw exited before answering (%s)", cmd.ProcessState)
+		case <-ctx.Done():
+			proc.stop(syscall.SIGKILL, time.Second)
+			v.proc = nil
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			proc.stop(syscall.SIGKILL, time.Second)
+			v.proc = nil
+			return fmt.Errorf("no answer from %s within 30s: %w", v.Endpoint, err)
+		}
+	}
+}
+
+// Client returns an S3 client for this server: path-style, static credentials, checksums
+// only where an operation requires them.
+func (v *Versitygw) Client() *s3.Client {
+	return s3.New(s3.Options{
+		BaseEndpoint:               aws.String(v.Endpoint),
+		Region:                     v.Region,
+		Credentials:                credentials.NewStaticCredentialsProvider(v.AccessKey, v.SecretKey, ""),
+		UsePathStyle:               true,
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+// CreateBucket creates a bucket through the S3 API.
+func (v *Versitygw) CreateBucket(ctx context.Context, name string) error {
+	_, err := v.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", name, err)
+	}
+	return nil
+}
+
+// BucketDir is the directory that holds bucket's objects. Files written there directly
+// are served as objects (without an ETag).
+func (v *Versitygw) BucketDir(bucket string) string { return filepath.Join(v.DataDir, bucket) }
+
+// PID is the server's process id (0 when not running).
+func (v *Versitygw) PID() int { return v.proc.pid() }
+
+// Stop stops the server and removes its directory. Safe to call twice.
+func (v *Versitygw) Stop() error {
+	var errs []error
+	if v.proc != nil {
+		v.proc.stop(syscall.SIGTERM, 5*time.Second)
+		v.proc = nil
+	}
+	if err := v.dir.Remove(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
