@@ -236,6 +236,7 @@ func TestHeadKeys(t *testing.T) {
 func TestHeadFileWithoutETag(t *testing.T) {
 	t.Parallel()
 	cfg, dir := testBucket(t)
+	needDir(t, dir)
 	c := newClient(t, cfg)
 	if err := os.MkdirAll(filepath.Join(dir, "raw"), 0o755); err != nil {
 		t.Fatal(err)
@@ -345,6 +346,7 @@ func TestAccessDenied(t *testing.T) {
 func TestListPagination(t *testing.T) {
 	t.Parallel()
 	cfg, dir := testBucket(t)
+	needDir(t, dir)
 	ctx := ctxT(t)
 
 	// Files written into the bucket directory are objects: the quickest way

@@ -118,11 +118,11 @@ func TestForwardsExactly(t *testing.T) {
 // awkward keys.
 func TestSignedRequestsThroughProxy(t *testing.T) {
 	t.Parallel()
-	g, name, dir := testBucket(t)
-	p := start(t, faultproxy.Config{Target: g.endpoint})
+	b := testBucket(t)
+	p := start(t, faultproxy.Config{Target: b.Endpoint})
 	keys := []string{"plain", "sp ace", "a+b", "pct%41", "hash#x", "q?x=1&y", "日本/😀", "deep/er/key"}
 	for _, k := range keys {
-		path := filepath.Join(dir, filepath.FromSlash(k))
+		path := filepath.Join(b.Dir, filepath.FromSlash(k))
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +130,7 @@ func TestSignedRequestsThroughProxy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := bucket.Config{Endpoint: p.URL(), AccessKeyID: g.access, SecretAccessKey: g.secret, Bucket: name, MaxAttempts: 1}
+	cfg := bucket.Config{Endpoint: p.URL(), Region: b.Region, AccessKeyID: b.AccessKeyID, SecretAccessKey: b.SecretAccessKey, Bucket: b.Name, MaxAttempts: 1}
 	c, err := bucket.New(cfg)
 	if err != nil {
 		t.Fatal(err)
