@@ -118,7 +118,7 @@ func (h *harness) config() config.Config {
 }
 
 func (h *harness) deps(cfg config.Config, c *bucket.Client) jobs.Deps {
-	return jobs.Deps{Config: cfg, Store: h.st, Logger: h.log, Bucket: c, Metrics: h.metrics}
+	return jobs.Deps{Config: cfg, Logger: h.log, Bucket: c, Metrics: h.metrics}
 }
 
 func (h *harness) job(d jobs.Deps, name string) jobs.Job {

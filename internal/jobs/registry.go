@@ -6,15 +6,13 @@ import (
 	"github.com/bg-worker/bg-worker/internal/bucket"
 	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/metrics"
-	"github.com/bg-worker/bg-worker/internal/store"
 )
 
-// Deps is what job constructors may use. Constructors must not touch the database or the
-// bucket (`bg-worker jobs` builds the registry with zero Deps but a Config); they only
-// capture what Run will need.
+// Deps is what job constructors may use. Constructors must not touch the bucket or do
+// I/O (`bg-worker jobs` builds the registry with zero Deps but a Config); they only
+// capture what Run will need. The database reaches a job through its Run.
 type Deps struct {
 	Config config.Config
-	Store  *store.Store
 	Logger *slog.Logger
 	// Bucket is the R2/S3 client for bucket jobs; nil when the R2 variables are not set
 	// (a bucket job then fails its runs with an error naming them).
