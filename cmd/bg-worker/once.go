@@ -43,11 +43,7 @@ func cmdOnce(ctx context.Context, args []string, env config.LookupEnv, stdout, s
 	if *timeout <= 0 {
 		return &usageError{errors.New("--timeout must be positive")}
 	}
-	cfg, err := loadConfig(env, true)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(cfg, stderr)
+	cfg, log, err := setup(env, true, stderr)
 	if err != nil {
 		return err
 	}

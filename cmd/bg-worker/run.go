@@ -87,6 +87,16 @@ func loadConfig(env config.LookupEnv, needDB bool) (config.Config, error) {
 	return cfg, nil
 }
 
+// setup reads the configuration and builds the process's one logger.
+func setup(env config.LookupEnv, needDB bool, stderr io.Writer) (config.Config, *slog.Logger, error) {
+	cfg, err := loadConfig(env, needDB)
+	if err != nil {
+		return cfg, nil, err
+	}
+	log, err := newLogger(cfg, stderr)
+	return cfg, log, err
+}
+
 // newLogger builds the process's one logger.
 func newLogger(cfg config.Config, w io.Writer) (*slog.Logger, error) {
 	log, err := logging.New(w, cfg.LogFormat, cfg.SlogLevel())
@@ -174,11 +184,7 @@ func cmdMigrate(ctx context.Context, args []string, env config.LookupEnv, stderr
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env, true)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(cfg, stderr)
+	cfg, log, err := setup(env, true, stderr)
 	if err != nil {
 		return err
 	}

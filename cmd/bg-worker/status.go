@@ -45,11 +45,7 @@ func cmdStatus(ctx context.Context, args []string, env config.LookupEnv, stdout,
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env, true)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(cfg, stderr)
+	cfg, log, err := setup(env, true, stderr)
 	if err != nil {
 		return err
 	}

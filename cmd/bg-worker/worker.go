@@ -26,11 +26,7 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env, true)
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(cfg, stderr)
+	cfg, log, err := setup(env, true, stderr)
 	if err != nil {
 		return err
 	}
