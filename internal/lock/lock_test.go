@@ -3,7 +3,9 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,5 +261,25 @@ func TestFenceSerializesWithAbandon(t *testing.T) {
 	}
 	if err := f.Check(ctx, st.DB()); !errors.Is(err, lock.ErrLockLost) {
 		t.Errorf("fence after abandon: %v", err)
+	}
+}
+
+// Two names whose keys collide fail the check (names found by brute force: 31-bit keys
+// collide after about 2^16 names).
+func TestCheckCollisionsFindsRealCollision(t *testing.T) {
+	t.Parallel()
+	seen := map[lock.Key]string{}
+	var a, b string
+	for i := 0; a == ""; i++ {
+		name := fmt.Sprintf("job-%d", i)
+		k := lock.KeyFor(name)
+		if other, ok := seen[k]; ok {
+			a, b = other, name
+		}
+		seen[k] = name
+	}
+	err := lock.CheckCollisions([]string{"sync-uploads", a, b})
+	if err == nil || !strings.Contains(err.Error(), a) || !strings.Contains(err.Error(), b) {
+		t.Errorf("CheckCollisions(%q, %q) = %v, want an error naming both", a, b, err)
 	}
 }
