@@ -382,6 +382,16 @@ func TestE2EKillHolder(t *testing.T) {
 	if s := runStatus(t, db, runID); s != "abandoned" {
 		t.Errorf("killed run status %s, want abandoned", s)
 	}
+	// The view's held_since is when the new leader took the lock, not when its standby
+	// session connected (before the kill).
+	var heldBy string
+	var heldSince time.Time
+	if err := db.QueryRow(context.Background(), `SELECT worker_id, held_since FROM worker_lock_holders WHERE job = 'e2e-slow'`).Scan(&heldBy, &heldSince); err != nil {
+		t.Fatal(err)
+	}
+	if heldBy != next.WorkerID || heldSince.Before(killedAt) {
+		t.Errorf("worker_lock_holders: %s held since %s; want %s since after the kill at %s", heldBy, heldSince, next.WorkerID, killedAt)
+	}
 	checkNoOverlap(t, db, "e2e-slow")
 }
 
