@@ -20,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bg-worker/bg-worker/internal/lock"
+	"github.com/bg-worker/bg-worker/internal/store"
 	"github.com/bg-worker/bg-worker/internal/testenv"
 )
 
@@ -564,5 +566,34 @@ func TestE2EOnceLocal(t *testing.T) {
 	err = run(context.Background(), []string{"once", "nope"}, env, &out, &errOut)
 	if code := exitCode(err, &errOut); code != exitUsage {
 		t.Errorf("once nope: exit %d, want 2", code)
+	}
+}
+
+// once when a holder exists but never answers: exit 3 after --timeout.
+func TestE2EOnceNoAnswerExitsThree(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	cfg, err := store.ParseConfig(url, "silent-holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := lock.NewSession(cfg, lock.KeyFor("prune-runs"), lock.Options{})
+	defer sess.Close(context.Background())
+	if l, _, err := sess.TryAcquire(context.Background()); err != nil || l == nil {
+		t.Fatalf("hold the lock: %v", err)
+	}
+	env := func(k string) (string, bool) {
+		m := map[string]string{"DATABASE_URL": url, "WORKER_ID": "cli"}
+		v, ok := m[k]
+		return v, ok
+	}
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	err = run(context.Background(), []string{"once", "prune-runs", "--timeout", "1500ms"}, env, &out, &errOut)
+	if code := exitCode(err, &errOut); code != exitTimeout {
+		t.Errorf("exit %d, want 3 (%v)\n%s", code, err, errOut.String())
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("took %s with --timeout 1.5s", took)
 	}
 }
