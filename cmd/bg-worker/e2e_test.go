@@ -458,7 +458,7 @@ func TestE2EPausedHolderCommitsNothingAfterTakeover(t *testing.T) {
 	checkNoOverlap(t, db, "e2e-slow")
 }
 
-// pg_ctl restart -m fast: replicas reconnect, runs resume, nobody crashes.
+// A fast restart of PostgreSQL (like pg_ctl restart -m fast): replicas reconnect, runs resume, nobody crashes.
 func TestE2EPostgresRestart(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NewPostgresServer(t)

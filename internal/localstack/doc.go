@@ -1,7 +1,7 @@
 // Package localstack starts throwaway local servers for development tools (cmd/bg-demo, the
 // bench): a PostgreSQL server from the initdb/postgres binaries on PATH and versitygw, an
-// S3-compatible gateway serving a local directory. It is the non-test sibling of
-// internal/testenv, which does the same for tests (and takes a testing.TB).
+// S3-compatible gateway serving a local directory. internal/testenv, the test harness,
+// starts its servers with it too.
 //
 // # Nothing outlives the caller
 //

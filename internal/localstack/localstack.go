@@ -210,7 +210,8 @@ func LogTail(path string) string {
 	return s
 }
 
-func withLog(err error, path string) error {
+// WithLog appends the tail of a log file (LogTail) to err.
+func WithLog(err error, path string) error {
 	return fmt.Errorf("%w\n--- %s (tail) ---\n%s", err, path, LogTail(path))
 }
 

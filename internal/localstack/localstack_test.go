@@ -69,6 +69,29 @@ func TestPostgres(t *testing.T) {
 	if maxConns != "50" || db != "app" {
 		t.Errorf("max_connections %s, database %s; want 50, app", maxConns, db)
 	}
+
+	// Restart, Shutdown and Start keep the data and the port.
+	port := pg.Port
+	if err := pg.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if pg.Running() || pg.PID() != 0 {
+		t.Fatalf("after Shutdown: running %v, pid %d", pg.Running(), pg.PID())
+	}
+	if err := pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err = pgx.Connect(ctx, pg.URL("app")); err != nil {
+		t.Fatalf("after Shutdown and Start: %v", err)
+	}
+	conn.Close(ctx)
+	if pg.Port != port || !pg.Running() {
+		t.Fatalf("after Start: port %d (was %d), running %v", pg.Port, port, pg.Running())
+	}
+
 	pid, dir := pg.PID(), pg.Dir
 	if !localstack.Alive(pid) || len(localstack.ProcessesUsing(dir)) == 0 {
 		t.Fatalf("postmaster %d not alive or not found using %s", pid, dir)
@@ -83,6 +106,9 @@ func TestPostgres(t *testing.T) {
 	case <-pg.Exited():
 	default:
 		t.Error("Exited not closed after Stop")
+	}
+	if err := pg.Start(ctx); err == nil {
+		t.Error("Start after Stop succeeded")
 	}
 	if localstack.Alive(pid) || fileExists(dir) || len(localstack.ProcessesUsing(dir)) > 0 {
 		t.Errorf("after Stop: alive %v, dir exists %v, users %v", localstack.Alive(pid), fileExists(dir), localstack.ProcessesUsing(dir))

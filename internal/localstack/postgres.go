@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,12 +22,14 @@ import (
 type PostgresOptions struct {
 	// Parent is where the server's temporary directory is created ("" = os.TempDir()).
 	Parent string
+	// Pattern names the temporary directory, as for os.MkdirTemp ("" = "bg-pg-").
+	Pattern string
 	// Settings are extra server settings (-c name=value), e.g. max_connections.
 	Settings map[string]string
 }
 
 // Postgres is a throwaway PostgreSQL server on 127.0.0.1 with trust authentication for
-// the user "postgres".
+// the user "postgres". Its methods are safe for concurrent use.
 type Postgres struct {
 	Port    int
 	Dir     string // temporary root: data/, sock/, postgres.log
@@ -37,7 +40,10 @@ type Postgres struct {
 	sockDir string
 	cred    *syscall.Credential // postgres user's ids when running as root
 	opts    PostgresOptions
-	proc    *child
+
+	mu      sync.Mutex // serialises Start, Shutdown, Restart and Stop
+	proc    *child     // the running postmaster, nil when stopped
+	removed bool       // Stop was called
 }
 
 // StartPostgres initdbs a fresh cluster in a new temporary directory and starts the
@@ -49,7 +55,11 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (_ *Postgres, err 
 			return nil, fmt.Errorf("PostgreSQL binaries not found on PATH (need initdb and postgres): %w", err)
 		}
 	}
-	d, err := TempDir(opts.Parent, "bg-pg-")
+	pattern := opts.Pattern
+	if pattern == "" {
+		pattern = "bg-pg-"
+	}
+	d, err := TempDir(opts.Parent, pattern)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +108,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (_ *Postgres, err 
 		}
 		// Another process may have taken the port between the probe and the bind.
 		if attempt == 3 || !strings.Contains(LogTail(p.LogFile), "already in use") || ctx.Err() != nil {
-			return nil, fmt.Errorf("start postgres: %w", withLog(err, p.LogFile))
+			return nil, fmt.Errorf("start postgres: %w", WithLog(err, p.LogFile))
 		}
 	}
 }
@@ -175,10 +185,16 @@ func (p *Postgres) CreateDatabase(ctx context.Context, name string) error {
 }
 
 // PID is the postmaster's process id (0 when not running).
-func (p *Postgres) PID() int { return p.proc.pid() }
+func (p *Postgres) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.proc.pid()
+}
 
-// Exited is closed when the postmaster exits.
+// Exited is closed when the current postmaster exits (already closed when not running).
 func (p *Postgres) Exited() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.proc == nil {
 		c := make(chan struct{})
 		close(c)
@@ -187,18 +203,85 @@ func (p *Postgres) Exited() <-chan struct{} {
 	return p.proc.exited
 }
 
+// Running reports whether the postmaster is running (started, not shut down, not stopped).
+func (p *Postgres) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.proc != nil && !p.removed
+}
+
+// Shutdown stops the server (fast shutdown: sessions are disconnected) and keeps its data
+// directory and port, for Start. It waits for the postmaster, killing its process group
+// after 30s. Shutting down a shut-down server does nothing; after Stop it is an error.
+func (p *Postgres) Shutdown() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.shutdown()
+}
+
+// Start starts a server stopped with Shutdown again, on the same port, and returns once it
+// accepts connections. Starting a running server does nothing; after Stop it is an error.
+func (p *Postgres) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.restart(ctx, false)
+}
+
+// Restart shuts the server down (as Shutdown) and starts it again on the same port.
+func (p *Postgres) Restart(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.restart(ctx, true)
+}
+
+var errRemoved = errors.New("postgres: server already stopped and removed")
+
+func (p *Postgres) shutdown() error {
+	if p.removed {
+		return errRemoved
+	}
+	if err := p.halt(); err != nil {
+		return WithLog(err, p.LogFile)
+	}
+	return nil
+}
+
+func (p *Postgres) restart(ctx context.Context, shutdownFirst bool) error {
+	if shutdownFirst {
+		if err := p.shutdown(); err != nil {
+			return err
+		}
+	} else if p.removed {
+		return errRemoved
+	}
+	if p.proc != nil {
+		return nil
+	}
+	if err := p.start(ctx); err != nil {
+		return fmt.Errorf("start postgres: %w", WithLog(err, p.LogFile))
+	}
+	return nil
+}
+
+// halt stops the postmaster if it runs: SIGINT (fast shutdown), then SIGKILL to its
+// process group after 30s.
+func (p *Postgres) halt() error {
+	if p.proc == nil {
+		return nil
+	}
+	ok := p.proc.stop(syscall.SIGINT, 30*time.Second)
+	p.proc = nil
+	if !ok {
+		return errors.New("postgres did not shut down within 30s; killed")
+	}
+	return nil
+}
+
 // Stop shuts the server down (fast shutdown: sessions are disconnected), waits for it,
 // killing its process group after 30s, and removes its directory. Safe to call twice.
 func (p *Postgres) Stop() error {
-	var errs []error
-	if p.proc != nil {
-		if !p.proc.stop(syscall.SIGINT, 30*time.Second) {
-			errs = append(errs, errors.New("postgres did not shut down within 30s; killed"))
-		}
-		p.proc = nil
-	}
-	if err := p.dir.Remove(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.removed = true
+	return errors.Join(p.halt(), p.dir.Remove())
 }

@@ -26,6 +26,8 @@ type VersitygwOptions struct {
 	Bin string
 	// Parent is where the server's temporary directory is created ("" = os.TempDir()).
 	Parent string
+	// Pattern names the temporary directory, as for os.MkdirTemp ("" = "bg-s3-").
+	Pattern string
 	// AccessKey and SecretKey are the root credentials; random when empty.
 	AccessKey, SecretKey string
 	// Region is the signing region the server accepts (default "auto", what R2 wants).
@@ -61,7 +63,11 @@ func StartVersitygw(ctx context.Context, opts VersitygwOptions) (_ *Versitygw, e
 	if opts.Bin, err = filepath.Abs(opts.Bin); err != nil { // it runs in its own directory
 		return nil, err
 	}
-	d, err := TempDir(opts.Parent, "bg-s3-")
+	pattern := opts.Pattern
+	if pattern == "" {
+		pattern = "bg-s3-"
+	}
+	d, err := TempDir(opts.Parent, pattern)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +103,7 @@ func StartVersitygw(ctx context.Context, opts VersitygwOptions) (_ *Versitygw, e
 			return v, nil
 		}
 		if attempt == 3 || !strings.Contains(LogTail(v.LogFile), "address already in use") || ctx.Err() != nil {
-			return nil, fmt.Errorf("start versitygw: %w", withLog(err, v.LogFile))
+			return nil, fmt.Errorf("start versitygw: %w", WithLog(err, v.LogFile))
 		}
 	}
 }
@@ -196,4 +202,103 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+const versitygwPkg = "github.com/versity/versitygw/cmd/versitygw"
+
+// VersitygwBinary finds the versitygw binary to run: $VERSITYGW_BIN when set, else
+// <repo>/.bin/versitygw when it is newer than <repo>/tools/go.mod, else it builds that
+// from the version pinned in tools/go.mod (go build, run in <repo>/tools; a few minutes
+// on a fresh machine). <repo> is the first directory above the working directory that
+// holds go.mod and tools/go.mod. Concurrent callers, in this process or others, serialise
+// the build on a lock file, <repo>/.bin/.lock. A build is reported on stderr.
+func VersitygwBinary(ctx context.Context) (string, error) {
+	if p := os.Getenv("VERSITYGW_BIN"); p != "" {
+		return p, nil
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	binDir := filepath.Join(root, ".bin")
+	bin := filepath.Join(binDir, "versitygw")
+	modFile := filepath.Join(root, "tools", "go.mod")
+	if fresh(bin, modFile) {
+		return bin, nil
+	}
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return "", err
+	}
+	// Several processes may get here at once: one builds, the others wait and reuse.
+	lock, err := os.OpenFile(filepath.Join(binDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
+	if fresh(bin, modFile) {
+		return bin, nil
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		if goroot := os.Getenv("GOROOT"); goroot != "" {
+			goBin = filepath.Join(goroot, "bin", "go")
+		} else {
+			return "", fmt.Errorf("go not on PATH to build %s (or set VERSITYGW_BIN): %w", bin, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
+	tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
+	defer os.Remove(tmp)
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", tmp, versitygwPkg)
+	cmd.Dir = filepath.Join(root, "tools") // the tools module pins the version
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	if err := run(cmd); err != nil {
+		return "", fmt.Errorf("build versitygw: %w", err)
+	}
+	if err := os.Rename(tmp, bin); err != nil { // atomic: no one runs a half-written binary
+		return "", err
+	}
+	fmt.Fprintf(os.Stderr, "localstack: built %s in %s\n", bin, time.Since(start).Round(time.Second))
+	return bin, nil
+}
+
+// fresh reports whether bin is an executable newer than modFile.
+func fresh(bin, modFile string) bool {
+	b, err := os.Stat(bin)
+	if err != nil || !b.Mode().IsRegular() || b.Mode()&0o111 == 0 || b.Size() == 0 {
+		return false
+	}
+	m, err := os.Stat(modFile)
+	return err == nil && b.ModTime().After(m.ModTime())
+}
+
+// repoRoot walks up from the working directory to the directory holding go.mod and
+// tools/go.mod.
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; {
+		if isFile(filepath.Join(dir, "go.mod")) && isFile(filepath.Join(dir, "tools", "go.mod")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no directory with go.mod and tools/go.mod above %s (set VERSITYGW_BIN)", wd)
+		}
+		dir = parent
+	}
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }

@@ -58,14 +58,17 @@
 //
 // # Running as root
 //
-// PostgreSQL refuses to run as root. When the tests run as root, initdb and pg_ctl run via
-// "runuser -u postgres --", in a temporary directory owned by the postgres user.
+// PostgreSQL refuses to run as root. When the tests run as root, initdb and postgres run
+// with the postgres user's uid and gid, in a temporary directory owned by that user.
 //
 // # Leaks
 //
-// versitygw gets SIGKILL when the test binary dies (Pdeathsig). pg_ctl detaches PostgreSQL
-// from the test binary, so every started server also has a small watchdog shell process in
-// its own session that waits on a pipe from the test binary: if the binary exits without
-// cleaning up (a test timeout panic, kill -9, a TestMain without Main), the pipe closes and
-// the watchdog stops the server (pg_ctl stop -m immediate) and removes its directory.
+// The servers are started by internal/localstack. PostgreSQL (the postmaster itself, not
+// pg_ctl) and versitygw run as children of the test binary, each in its own process group,
+// and get SIGKILL when the test binary dies, even by kill -9 (Pdeathsig); PostgreSQL's
+// backends exit on their own when the postmaster dies. Every server's temporary directory
+// (testenv-pg-*, testenv-s3-*) also has a small watchdog shell process in its own session
+// that waits on a pipe from the test binary: if the binary exits without cleaning up (a
+// test timeout panic, kill -9, a TestMain without Main), the pipe closes and the watchdog
+// removes the directory.
 package testenv

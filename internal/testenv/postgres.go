@@ -4,14 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/bg-worker/bg-worker/internal/localstack"
 	"github.com/bg-worker/bg-worker/migrations"
 )
 
@@ -26,19 +21,8 @@ import (
 // by TEST_DATABASE_URL (external; the shared server only). NewPostgresServer always starts
 // a local one.
 type PostgresServer struct {
-	ext *url.URL // external server; the local fields below are unused then
-
-	dir        string // temp root, owned by postgres when running as root
-	dataDir    string
-	sockDir    string
-	logFile    string
-	port       int
-	asPostgres bool // run initdb/pg_ctl via runuser -u postgres
-	wd         *watchdog
-
-	stateMu sync.Mutex // serialises Start/Stop/Restart/close
-	running bool
-	closed  bool
+	ext *url.URL             // external server; pg is nil then
+	pg  *localstack.Postgres // local server
 
 	cloneMu sync.Mutex // CREATE DATABASE ... TEMPLATE fails while another session uses the template
 	tplOnce sync.Once
@@ -110,7 +94,7 @@ func (s *PostgresServer) URL(dbname string) string {
 		u.RawPath = ""
 		return u.String()
 	}
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, url.PathEscape(dbname))
+	return s.pg.URL(dbname)
 }
 
 // adminURL is where testenv connects to create and drop databases.
@@ -139,50 +123,33 @@ func (s *PostgresServer) CreateDatabase(t testing.TB, migrated bool) string {
 	return s.URL(name)
 }
 
-// Restart restarts the server (pg_ctl restart -m fast) on the same port.
+// Restart restarts the server (fast shutdown: sessions are disconnected) on the same port.
 func (s *PostgresServer) Restart(t testing.TB) {
 	t.Helper()
-	s.control(t, "restart")
+	s.control(t, "restart", func(ctx context.Context) error { return s.pg.Restart(ctx) })
 }
 
-// Stop stops the server (pg_ctl stop -m fast). Start starts it again on the same port.
+// Stop stops the server (fast shutdown). Start starts it again on the same port.
 func (s *PostgresServer) Stop(t testing.TB) {
 	t.Helper()
-	s.control(t, "stop")
+	s.control(t, "stop", func(context.Context) error { return s.pg.Shutdown() })
 }
 
 // Start starts a server stopped with Stop, on the same port.
 func (s *PostgresServer) Start(t testing.TB) {
 	t.Helper()
-	s.control(t, "start")
+	s.control(t, "start", func(ctx context.Context) error { return s.pg.Start(ctx) })
 }
 
-func (s *PostgresServer) control(t testing.TB, action string) {
+func (s *PostgresServer) control(t testing.TB, action string, f func(context.Context) error) {
 	t.Helper()
 	if s.ext != nil {
 		t.Fatalf("testenv: cannot %s the external server TEST_DATABASE_URL", action)
 	}
-	s.stateMu.Lock()
-	defer s.stateMu.Unlock()
-	if s.closed {
-		t.Fatalf("testenv: %s: server already removed", action)
-	}
-	var err error
-	switch action {
-	case "stop":
-		err = run(s.pgCmd("pg_ctl", "stop", "-D", s.dataDir, "-m", "fast", "-w", "-t", "60"))
-		if err == nil {
-			s.running = false
-		}
-	case "start":
-		err = s.start()
-	case "restart":
-		err = run(s.pgCmd("pg_ctl", "restart", "-D", s.dataDir, "-l", s.logFile, "-m", "fast",
-			"-w", "-t", "60", "-o", s.options()))
-		s.running = err == nil
-	}
-	if err != nil {
-		t.Fatalf("testenv: pg_ctl %s: %v", action, withLog(err, s.logFile))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := f(ctx); err != nil {
+		t.Fatalf("testenv: %s postgres: %v", action, err)
 	}
 }
 
@@ -190,7 +157,7 @@ func (s *PostgresServer) withLog(err error) error {
 	if s.ext != nil {
 		return err
 	}
-	return withLog(err, s.logFile)
+	return localstack.WithLog(err, s.pg.LogFile)
 }
 
 // externalPostgres uses the server named by TEST_DATABASE_URL.
@@ -211,135 +178,33 @@ func externalPostgres(raw string) (*PostgresServer, error) {
 }
 
 // startPostgres initdbs and starts a local server in a new temp directory.
-func startPostgres() (_ *PostgresServer, err error) {
-	for _, tool := range []string{"initdb", "pg_ctl", "postgres"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("PostgreSQL binaries not found: %w", err)
-		}
-	}
-	dir, err := os.MkdirTemp("", "testenv-pg-")
+func startPostgres() (*PostgresServer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pg, err := localstack.StartPostgres(ctx, localstack.PostgresOptions{
+		Pattern:  "testenv-pg-",
+		Settings: map[string]string{"max_connections": "300"},
+	})
 	if err != nil {
 		return nil, err
 	}
-	s := &PostgresServer{
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		sockDir: filepath.Join(dir, "sock"),
-		logFile: filepath.Join(dir, "postgres.log"),
-	}
-	defer func() {
-		if err != nil {
-			s.close()
-		}
-	}()
-	if err := os.Mkdir(s.sockDir, 0o700); err != nil {
-		return nil, err
-	}
-	if os.Geteuid() == 0 {
-		// PostgreSQL refuses to run as root.
-		if _, err := exec.LookPath("runuser"); err != nil {
-			return nil, fmt.Errorf("running as root needs runuser: %w", err)
-		}
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("running as root needs a postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		for _, p := range []string{dir, s.sockDir} {
-			if err := os.Chown(p, uid, gid); err != nil {
-				return nil, err
-			}
-		}
-		s.asPostgres = true
-	}
-	stop := s.pgCmd("pg_ctl", "stop", "-D", s.dataDir, "-m", "immediate", "-w", "-t", "30")
-	if s.wd, err = startWatchdog(dir, stop.Args...); err != nil {
-		return nil, err
-	}
-	if err := run(s.pgCmd("initdb", "-D", s.dataDir, "--auth=trust", "-U", "postgres", "--no-sync", "-E", "UTF8")); err != nil {
-		return nil, fmt.Errorf("initdb: %w", err)
-	}
-	for attempt := 1; ; attempt++ {
-		if s.port, err = freePort(); err != nil {
-			return nil, err
-		}
-		err = s.start()
-		if err == nil {
-			return s, nil
-		}
-		// Another process may have taken the port between our probe and the server's bind.
-		if attempt == 3 || !strings.Contains(logTail(s.logFile), "already in use") {
-			return nil, fmt.Errorf("start postgres: %w", withLog(err, s.logFile))
-		}
-	}
+	return &PostgresServer{pg: pg}, nil
 }
 
-func (s *PostgresServer) options() string {
-	return fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"+
-		" -c full_page_writes=off -c max_connections=300", s.port, s.sockDir)
-}
-
-// start runs pg_ctl start and waits (-w) until the server accepts connections.
-func (s *PostgresServer) start() error {
-	err := run(s.pgCmd("pg_ctl", "start", "-D", s.dataDir, "-l", s.logFile, "-w", "-t", "60", "-o", s.options()))
-	if err != nil {
-		return err
-	}
-	s.running = true
-	return nil
-}
-
-// close stops the server at once (pg_ctl stop -m immediate) and removes its directory.
+// close stops the server and removes its directory; for the external server, it drops
+// the migrated template.
 func (s *PostgresServer) close() {
 	if s.ext != nil {
 		s.dropTemplate()
 		return
 	}
-	s.stateMu.Lock()
-	defer s.stateMu.Unlock()
-	if s.closed {
-		return
+	if err := s.pg.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: stop postgres: %v\n", err)
 	}
-	s.closed = true
-	if s.running {
-		if err := run(s.pgCmd("pg_ctl", "stop", "-D", s.dataDir, "-m", "immediate", "-w", "-t", "30")); err != nil {
-			fmt.Fprintf(os.Stderr, "testenv: stop postgres: %v\n", err)
-		}
-		s.running = false
-	}
-	_ = os.RemoveAll(s.dir)
-	s.wd.disarm()
 }
 
 func (s *PostgresServer) isRunning() bool {
-	if s.ext != nil {
-		return true
-	}
-	s.stateMu.Lock()
-	defer s.stateMu.Unlock()
-	return s.running && !s.closed
-}
-
-// pgCmd builds a PostgreSQL tool command, run as the postgres user when we are root.
-func (s *PostgresServer) pgCmd(name string, args ...string) *exec.Cmd {
-	var cmd *exec.Cmd
-	if s.asPostgres {
-		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", name}, args...)...)
-	} else {
-		cmd = exec.Command(name, args...)
-	}
-	cmd.Dir = s.dir // the postgres user may not be able to enter the test's working directory
-	return cmd
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return s.ext != nil || s.pg.Running()
 }
 
 // template returns the name of this server's migrated template database, creating it on

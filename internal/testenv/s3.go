@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/bg-worker/bg-worker/internal/localstack"
 )
 
 // BucketInfo says how to reach a test's bucket.
@@ -64,10 +66,22 @@ func sharedS3Server() (*s3Server, error) {
 			sharedS3.err = err
 			return
 		}
-		onTeardown(v.close)
-		sharedS3.srv = &s3Server{endpoint: v.endpoint, region: "auto", access: v.access, secret: v.secret, dataDir: v.dataDir}
+		onTeardown(func() { _ = v.Stop() })
+		sharedS3.srv = &s3Server{endpoint: v.Endpoint, region: v.Region, access: v.AccessKey, secret: v.SecretKey, dataDir: v.DataDir}
 	})
 	return sharedS3.srv, sharedS3.err
+}
+
+// startVersitygw starts the local S3 server: versitygw's posix backend serving a temp
+// directory, from the binary localstack.VersitygwBinary finds or builds.
+func startVersitygw() (*localstack.Versitygw, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	bin, err := localstack.VersitygwBinary(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("versitygw: %w", err)
+	}
+	return localstack.StartVersitygw(ctx, localstack.VersitygwOptions{Bin: bin, Pattern: "testenv-s3-"})
 }
 
 // Bucket creates a fresh, uniquely named bucket on the shared S3 server and returns how to
