@@ -23,7 +23,7 @@ import (
 // commits its progress (and a run that loses its lock loses at most that much work).
 const (
 	syncPageSize   = 1000
-	syncBatchSize  = 500
+	syncBatchSize  = 1000
 	syncFlushEvery = time.Second
 )
 
@@ -32,9 +32,9 @@ var errNoBucket = errors.New("no bucket configured: set R2_ACCOUNT_ID (or R2_END
 
 // syncUploads verifies PENDING uploads against the bucket with HeadObject.
 //
-// Each run: check the bucket once (a missing bucket answers HEAD-object with the same
-// bodiless 404 as a missing object, and wrong credentials must fail the run, not the
-// uploads); read the uploads due at the run's start in keyset pages; HEAD them with at
+// Each run: count the uploads due at the run's start; if any, check the bucket once (a
+// missing bucket answers HEAD-object with the same bodiless 404 as a missing object, and
+// wrong credentials must fail the run, not the uploads); read the due uploads in keyset pages; HEAD them with at
 // most SYNC_CONCURRENCY requests in flight; stream the answers into batched, fenced
 // writes. Only a definite answer changes a row: the object exists (UPLOADED with size,
 // ETag, content type, verified_at) or it is missing (FAILED past SYNC_PENDING_TTL,
@@ -124,14 +124,6 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 		log.Error("Cannot check uploads: " + errNoBucket.Error())
 		return errNoBucket
 	}
-	if err := s.bucket.CheckBucket(ctx); err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		log.Error("Bucket check failed; no upload was checked or changed", "error", err)
-		return err
-	}
-
 	sum, err := r.Store().UploadDueSummary(ctx, s.prefix)
 	if err != nil {
 		return err
@@ -147,6 +139,14 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 	var c syncCounts
 	var runErr error
 	if sum.Due > 0 {
+		// Only now the bucket: an idle tick costs no request (and no Class B charge).
+		if err := s.bucket.CheckBucket(ctx); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			log.Error("Bucket check failed; no upload was checked or changed", "error", err)
+			return err
+		}
 		runErr = s.check(ctx, r, sum, &c)
 	}
 
