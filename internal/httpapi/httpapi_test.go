@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"io"
 	"log/slog"
 	"net"
@@ -299,6 +300,15 @@ func TestRunningWorker(t *testing.T) {
 	srv := testenv.NewPostgresServer(t)
 	dbURL := srv.CreateDatabase(t, true)
 	b := testenv.Bucket(t)
+	// One due upload, so the first run talks to the bucket (an idle run sends nothing).
+	seed, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.Exec(context.Background(), `INSERT INTO uploads (object_key) VALUES ('probe/missing.txt')`); err != nil {
+		t.Fatal(err)
+	}
+	seed.Close(context.Background())
 	bin := workerBinary(t)
 	w := startWorker(t, bin,
 		"DATABASE_URL="+dbURL,
