@@ -243,6 +243,38 @@ const heartbeatSQL = `SELECT pg_backend_pid() = $3 AND EXISTS (
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())),
     clock_timestamp()`
 
+// heartbeatRawSQL is heartbeatSQL with text parameters and the clock as microseconds.
+const heartbeatRawSQL = `SELECT pg_backend_pid() = $3::int AND EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid()
+      AND l.classid::bigint = $1::bigint AND l.objid::bigint = $2::bigint AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())),
+    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint`
+
+// check runs one heartbeat statement on the held session.
+func (s *Session) check(ctx context.Context, params [][]byte) (held bool, dbNow time.Time, err error) {
+	rr := s.conn.PgConn().ExecParams(ctx, heartbeatRawSQL, params, nil, nil, nil)
+	rows := 0
+	for rr.NextRow() {
+		v := rr.Values()
+		if len(v) != 2 || len(v[0]) == 0 {
+			continue
+		}
+		rows++
+		held = v[0][0] == 't'
+		if us, perr := strconv.ParseInt(string(v[1]), 10, 64); perr == nil {
+			dbNow = time.UnixMicro(us)
+		}
+	}
+	if _, err = rr.Close(); err != nil {
+		return false, time.Time{}, err
+	}
+	if rows != 1 {
+		return false, time.Time{}, fmt.Errorf("heartbeat returned %d rows", rows)
+	}
+	return held, dbNow, nil
+}
+
 // heartbeat checks the session every Heartbeat. Each check must succeed before
 // lastOK + ClientBound; otherwise the lease ends with ErrLockLost and the connection is
 // closed, which frees the lock server-side if the server still thought we held it.
@@ -250,6 +282,13 @@ func (s *Session) heartbeat(ctx context.Context, l *Lease, lastOK time.Time) {
 	defer close(l.stopped)
 	t := time.NewTimer(s.opts.Heartbeat)
 	defer t.Stop()
+	// Encoded once: a held lock is checked every second for as long as it is held, so the
+	// check goes through pgconn with text parameters and allocates next to nothing.
+	params := [][]byte{
+		[]byte(strconv.Itoa(int(s.key.Namespace))),
+		[]byte(strconv.Itoa(int(s.key.ID))),
+		[]byte(strconv.Itoa(int(l.PID))),
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -258,10 +297,8 @@ func (s *Session) heartbeat(ctx context.Context, l *Lease, lastOK time.Time) {
 		}
 		deadline := lastOK.Add(s.opts.ClientBound())
 		hctx, cancel := context.WithDeadline(ctx, deadline)
-		var held bool
-		var dbNow time.Time
 		sent := time.Now()
-		err := s.conn.QueryRow(hctx, heartbeatSQL, s.key.Namespace, s.key.ID, l.PID).Scan(&held, &dbNow)
+		held, dbNow, err := s.check(hctx, params)
 		recv := time.Now()
 		cancel()
 		if ctx.Err() != nil {
