@@ -28,7 +28,12 @@ func newCachingResolver() *cachingResolver {
 const maxCached = 64
 
 func (r *cachingResolver) ResolveEndpoint(ctx context.Context, p s3.EndpointParameters) (smithyendpoints.Endpoint, error) {
-	b, err := json.Marshal(p) // pointers marshal as their values: a full, stable key
+	// Key, Prefix and CopySource are per request but no input of the S3 endpoint rules
+	// (service/s3 declares them and never reads them): leave them out of the cache key, or
+	// every object would be a new entry.
+	k := p
+	k.Key, k.Prefix, k.CopySource = nil, nil, nil
+	b, err := json.Marshal(k) // pointers marshal as their values: a full, stable key
 	if err != nil {
 		return r.next.ResolveEndpoint(ctx, p)
 	}

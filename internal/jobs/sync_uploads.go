@@ -119,7 +119,6 @@ func (c *syncCounts) noteError(err error) {
 func (s *syncUploads) run(ctx context.Context, r Run) error {
 	start := time.Now()
 	log := r.Logger()
-	log.Info("Starting sync job...")
 	if s.bucket == nil {
 		log.Error("Cannot check uploads: " + errNoBucket.Error())
 		return errNoBucket
@@ -132,7 +131,14 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 	if s.prefix != "" {
 		args = append(args, "prefix", s.prefix)
 	}
-	log.Info(fmt.Sprintf("Found %d PENDING uploads in DB", sum.Pending), args...)
+	// A tick with nothing due logs only its summary at info (an idle leader would
+	// otherwise write three lines every tick).
+	level := slog.LevelInfo
+	if sum.Due == 0 {
+		level = slog.LevelDebug
+	}
+	log.Log(ctx, level, "Starting sync job...")
+	log.Log(ctx, level, fmt.Sprintf("Found %d PENDING uploads in DB", sum.Pending), args...)
 	r.Stats().Set("pending_total", sum.Pending)
 	r.Stats().Set("due", sum.Due)
 

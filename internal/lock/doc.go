@@ -31,7 +31,9 @@
 //   - Takeover: standbys try the lock once per tick. A new holder that finds the previous
 //     run still marked running waits until that run leaves "running" or T/2 has passed
 //     since it took the lock, then marks it abandoned (scheduler.TakeOver). Worst case
-//     after a crash: one interval + T/2; after a pause: T + one interval + T/2.
+//     after a crash: one interval + T/2; after a pause: T + one interval + T/2; each plus
+//     the scheduler's wake-up slack after a boundary (≤ 50 ms) and a few statements.
+//     Measured in BENCHMARKS.md (item 6).
 //
 // # Fencing
 //
