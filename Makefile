@@ -6,7 +6,7 @@ BIN := $(CURDIR)/.bin
 SQLC := $(BIN)/sqlc
 VERSITYGW := $(BIN)/versitygw
 
-.PHONY: all build test check generate sqlc-check demo docker bench tools clean
+.PHONY: all build test check generate sqlc-check demo docker bench bench-quick tools clean
 
 all: build
 
@@ -50,6 +50,13 @@ demo: $(VERSITYGW)
 # The image (needs a Docker engine): docker compose up --build --scale bg-worker=3 builds it too.
 docker:
 	docker build -t $${BG_WORKER_IMAGE:-bg-worker:local} .
+
+# Benchmarks (BENCHMARKS.md): full run ~17 minutes on 2 cores; bench-quick ~5 minutes.
+bench: tools
+	VERSITYGW_BIN=$(VERSITYGW) $(GO) run ./cmd/bg-bench $(BENCH_ARGS)
+
+bench-quick: tools
+	VERSITYGW_BIN=$(VERSITYGW) $(GO) run ./cmd/bg-bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN) bg-worker

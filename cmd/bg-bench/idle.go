@@ -39,6 +39,7 @@ type IdleResult struct {
 	Replicas    []IdleReplica    `json:"replicas"`
 	Requests    map[string]int64 `json:"s3_requests"`
 	AllocMethod string           `json:"alloc_method"`
+	AllocExact  bool             `json:"alloc_measured"`
 }
 
 // Allocation counting. go_memstats_alloc_bytes_total comes from runtime/metrics, which
@@ -204,7 +205,6 @@ func (b *bench) idle(ctx context.Context) (*IdleResult, error) {
 	h0 := holderAt()
 	b.resetRequests()
 	cpu0 := make([]time.Duration, len(reps))
-	m0 := make([]metricsSample, len(reps))
 	scrapeCost := make([]float64, len(reps))
 	for i, r := range reps {
 		// What one scrape allocates: the median of back-to-back scrapes.
@@ -221,28 +221,27 @@ func (b *bench) idle(ctx context.Context) (*IdleResult, error) {
 			deltas = append(deltas, samples[j].alloc-samples[j-1].alloc)
 		}
 		scrapeCost[i] = median(deltas)
-		m0[i] = samples[len(samples)-1]
 		cpu0[i] = procCPU(r.p.pid())
 	}
 	// Allocations across forced GCs (full windows), concurrently with the window below.
-	aligned := b.opts.idleFor >= forcedGCPeriod
+	aligned := b.opts.allocWindow >= forcedGCPeriod
 	type allocRes struct {
 		bytes, secs, mallocs float64
 		err                  error
 	}
 	allocs := make([]chan allocRes, len(reps))
 	if aligned {
+		res.AllocExact = true
 		res.AllocMethod = "exact: between two forced GCs (go_memstats_alloc_bytes_total read just after each GC), less one scrape"
 		for i, r := range reps {
 			allocs[i] = make(chan allocRes, 1)
 			go func() {
-				by, secs, mallocs, err := allocAcrossGCs(ctx, r.addr, b.opts.idleFor, scrapeCost[i])
+				by, secs, mallocs, err := allocAcrossGCs(ctx, r.addr, b.opts.allocWindow, scrapeCost[i])
 				allocs[i] <- allocRes{by, secs, mallocs, err}
 			}()
 		}
 	} else {
-		res.AllocMethod = fmt.Sprintf("approximate: go_memstats_alloc_bytes_total over the %s window, less one scrape; lags up to ~100 KB per read (±%.0f MB/h)",
-			b.opts.idleFor, 0.1*3600/b.opts.idleFor.Seconds())
+		res.AllocMethod = "not measured: an exact figure needs a window between two forced GCs, 2 minutes apart (--alloc-window ≥ 2m; the full mode uses 4m); between GCs the counter lags by up to ~1 MB"
 	}
 	off := b.stmts.offset()
 	start := time.Now()
@@ -267,15 +266,8 @@ func (b *bench) idle(ctx context.Context) (*IdleResult, error) {
 			}
 			ir.AllocBytes, ir.AllocWindowSec = a.bytes, a.secs
 			ir.AllocsPerTick = a.mallocs / (a.secs / interval.Seconds())
-		} else {
-			m, err := scrape(ctx, r.addr)
-			if err != nil {
-				return nil, err
-			}
-			ir.AllocBytes = m.alloc - m0[i].alloc - scrapeCost[i]
-			ir.AllocWindowSec = elapsed.Seconds()
+			ir.AllocMBPerHour = ir.AllocBytes / (1 << 20) * 3600 / ir.AllocWindowSec
 		}
-		ir.AllocMBPerHour = ir.AllocBytes / (1 << 20) * 3600 / ir.AllocWindowSec
 		res.Replicas = append(res.Replicas, ir)
 	}
 	h1 := holderAt()
@@ -295,9 +287,13 @@ func (b *bench) idle(ctx context.Context) (*IdleResult, error) {
 			ir.StatementKinds = c.ByKind
 		}
 		ir.StatementsPerTick = float64(ir.Statements) / res.Ticks
-		b.logf("idle %s (holder %v): %.2f statements/tick %v, CPU %.2fs/h, RSS %.1f MB, alloc %.2f MB/h (%.0f B, %.0f objects per tick)",
-			ir.ID, ir.Holder, ir.StatementsPerTick, ir.StatementKinds, ir.CPUSecPerHour, ir.RSSMB, ir.AllocMBPerHour,
-			ir.AllocBytes/(ir.AllocWindowSec/interval.Seconds()), ir.AllocsPerTick)
+		alloc := "not measured"
+		if res.AllocExact {
+			alloc = fmt.Sprintf("%.2f MB/h (%.0f B, %.0f objects per tick)", ir.AllocMBPerHour,
+				ir.AllocBytes/(ir.AllocWindowSec/interval.Seconds()), ir.AllocsPerTick)
+		}
+		b.logf("idle %s (holder %v): %.2f statements/tick %v, CPU %.2fs/h, RSS %.1f MB, allocations %s",
+			ir.ID, ir.Holder, ir.StatementsPerTick, ir.StatementKinds, ir.CPUSecPerHour, ir.RSSMB, alloc)
 	}
 	return res, nil
 }

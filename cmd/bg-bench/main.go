@@ -51,6 +51,7 @@ type options struct {
 
 	idleFor      time.Duration
 	idleInterval time.Duration
+	allocWindow  time.Duration
 
 	takeoverTrials   int
 	takeoverInterval time.Duration
@@ -112,13 +113,37 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.lockHeartbeat, "lock-heartbeat", 500*time.Millisecond, "LOCK_HEARTBEAT of the takeover replicas")
 	fs.DurationVar(&o.idleFor, "idle-for", 0, "idle measurement window (default 2m; quick 30s)")
 	fs.DurationVar(&o.idleInterval, "idle-interval", 5*time.Second, "WORKER_INTERVAL_MS of the idle replicas")
+	fs.DurationVar(&o.allocWindow, "alloc-window", -1, "idle allocations: whole forced-GC periods (2m each) to measure over (default 4m; quick: not measured)")
 	fs.DurationVar(&o.profileInterval, "profile-interval", 250*time.Millisecond, "tick of the in-process idle leader whose allocations are profiled")
 	fs.StringVar(&o.profileDir, "profile", "", "also profile bg-worker in this process (CPU of a sync run, allocations of an idle leader) into this directory")
+	rerender := fs.String("report", "", "only print the markdown report of an earlier results file (and rewrite it to --out when given, derived figures recomputed)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if *rerender != "" {
+		data, err := os.ReadFile(*rerender)
+		if err != nil {
+			return err
+		}
+		var res Results
+		if err := json.Unmarshal(data, &res); err != nil {
+			return fmt.Errorf("%s: %w", *rerender, err)
+		}
+		res.evaluate()
+		fmt.Print(res.markdown())
+		outSet := false
+		fs.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
+		if outSet { // rewrite with the derived figures and goals recomputed
+			data, err := json.MarshalIndent(&res, "", "  ")
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(o.out, append(data, '\n'), 0o644)
+		}
+		return nil
 	}
 	o.only = map[string]bool{}
 	for _, it := range strings.Split(*only, ",") {
@@ -165,6 +190,12 @@ func run(ctx context.Context, args []string) error {
 		o.idleFor = 2 * time.Minute
 		if o.quick {
 			o.idleFor = 30 * time.Second
+		}
+	}
+	if o.allocWindow < 0 {
+		o.allocWindow = 4 * time.Minute
+		if o.quick {
+			o.allocWindow = 0
 		}
 	}
 	if o.takeoverTrials == 0 {

@@ -78,7 +78,21 @@ type MemoryResult struct {
 // onceOnly are the statements `bg-worker once` sends around a run that a leader's
 // scheduled run does not (JobRunStartManual stands in for the leader's JobRunClaim).
 var onceOnly = map[string]bool{"schema:version": true, "WorkerJobRegister": true, "listen": true,
-	"lock:try": true, "lock:unlock": true, "JobRunListRunning": true}
+	"lock:try": true, "lock:unlock": true, "JobRunListRunning": true, "WorkerJobSetHolder": true}
+
+// recount derives the per-run statement figures from the classified counts.
+func (r *SyncRun) recount() {
+	r.RunStatements = r.Statements
+	for k, n := range r.StatementKinds {
+		if onceOnly[k] {
+			r.RunStatements -= n
+		}
+	}
+	if verified := r.Stats["checked"]; verified > 0 {
+		r.StatementsPer1k = float64(r.Statements) * 1000 / float64(verified)
+		r.RunStatementsPer1k = float64(r.RunStatements) * 1000 / float64(verified)
+	}
+}
 
 func (b *bench) syncRun(ctx context.Context, label string, n, c int, latency time.Duration) (SyncRun, error) {
 	r := SyncRun{ID: fmt.Sprintf("bench-%s-n%d-c%d", label, n, c), N: n, Concurrency: c,
@@ -127,18 +141,9 @@ func (b *bench) syncRun(ctx context.Context, label string, n, c int, latency tim
 	if sc := counts[r.ID]; sc != nil {
 		r.Statements = sc.Total
 		r.StatementKinds = sc.ByKind
-		r.RunStatements = sc.Total
-		for k, n := range sc.ByKind {
-			if onceOnly[k] {
-				r.RunStatements -= n
-			}
-		}
 	}
+	r.recount()
 	verified := run.Stats["checked"]
-	if verified > 0 {
-		r.StatementsPer1k = float64(r.Statements) * 1000 / float64(verified)
-		r.RunStatementsPer1k = float64(r.RunStatements) * 1000 / float64(verified)
-	}
 	r.WorkerCPUSec = res.cpu.Seconds()
 	r.ProxyCPUSec = (p1 - p0).Seconds()
 	r.S3CPUSec = (s1 - s0).Seconds()
