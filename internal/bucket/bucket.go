@@ -181,7 +181,6 @@ func New(cfg Config) (*Client, error) {
 		RequestChecksumCalculation:  aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation:  aws.ResponseChecksumValidationWhenRequired,
 		DisableS3ExpressSessionAuth: aws.Bool(true),
-		EndpointResolverV2:          newCachingResolver(),
 		APIOptions: []func(*middleware.Stack) error{
 			addAttemptTimeout(cfg.RequestTimeout),
 		},
