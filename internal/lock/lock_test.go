@@ -164,23 +164,31 @@ func TestSilentHolderFreedByServer(t *testing.T) {
 	}
 }
 
-func TestFence(t *testing.T) {
-	t.Parallel()
+// fencedRun holds job's lock on a session and claims a running run under it.
+func fencedRun(t *testing.T, job string) (*store.Store, *lock.Session, *lock.Lease, store.Claim, lock.Fence) {
+	t.Helper()
 	ctx := context.Background()
 	url := testenv.DatabaseURL(t)
 	st, err := store.Open(ctx, url, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	key := lock.KeyFor("t-fence")
+	t.Cleanup(st.Close)
+	key := lock.KeyFor(job)
 	a := newSession(t, url, "a", key, fast)
 	la := acquire(t, a)
-	claim, err := st.ClaimTick(ctx, "t-fence", time.Hour, "a", store.StatusRunning, la.PID)
+	claim, err := st.ClaimTick(ctx, job, time.Hour, "a", store.StatusRunning, la.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := lock.Fence{RunID: claim.RunID, Key: key, PID: la.PID}
+	return st, a, la, claim, lock.Fence{RunID: claim.RunID, Key: key, PID: la.PID}
+}
+
+func TestFence(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, a, la, claim, f := fencedRun(t, "t-fence")
+	key := f.Key
 	if err := f.Check(ctx, st.DB()); err != nil {
 		t.Fatalf("fence of a live run: %v", err)
 	}
@@ -214,20 +222,7 @@ func TestFence(t *testing.T) {
 func TestFenceSerializesWithAbandon(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := testenv.DatabaseURL(t)
-	st, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	key := lock.KeyFor("t-serial")
-	a := newSession(t, url, "a", key, fast)
-	la := acquire(t, a)
-	claim, err := st.ClaimTick(ctx, "t-serial", time.Hour, "a", store.StatusRunning, la.PID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := lock.Fence{RunID: claim.RunID, Key: key, PID: la.PID}
+	st, _, _, claim, f := fencedRun(t, "t-serial")
 	tx, err := st.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
