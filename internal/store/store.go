@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/store/dbsqlc"
 	"github.com/bg-worker/bg-worker/migrations"
 )
@@ -157,7 +158,7 @@ func notFound(err error) error {
 func redactErr(err error) error {
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) {
-		return fmt.Errorf("%s", redactPasswords(err.Error()))
+		return fmt.Errorf("%s", config.RedactURL(err.Error()))
 	}
 	var pe *pgconn.ParseConfigError
 	if errors.As(err, &pe) {
