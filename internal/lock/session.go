@@ -219,8 +219,10 @@ func (s *Session) TryAcquire(ctx context.Context) (*Lease, time.Time, error) {
 	// have sent the two statements to different backends) and bound the session's
 	// silence server-side from now on.
 	var held bool
+	var dbMicros int64
 	err := s.conn.QueryRow(ctx, heartbeatSQL+`, set_config('idle_session_timeout', $4, false)`,
-		s.key.Namespace, s.key.ID, s.pid, strconv.FormatInt(s.opts.Timeout.Milliseconds(), 10)).Scan(&held, &dbNow, new(string))
+		s.key.Namespace, s.key.ID, s.pid, strconv.FormatInt(s.opts.Timeout.Milliseconds(), 10)).Scan(&held, &dbMicros, new(string))
+	dbNow = time.UnixMicro(dbMicros)
 	if err != nil || !held {
 		s.dropConn()
 		if err == nil {
@@ -235,16 +237,10 @@ func (s *Session) TryAcquire(ctx context.Context) (*Lease, time.Time, error) {
 	return l, dbNow, nil
 }
 
-// heartbeatSQL is true while this backend (pid $3) holds the lock ($1, $2).
-const heartbeatSQL = `SELECT pg_backend_pid() = $3 AND EXISTS (
-    SELECT 1 FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid()
-      AND l.classid::bigint = $1::bigint AND l.objid::bigint = $2::bigint AND l.objsubid = 2
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())),
-    clock_timestamp()`
-
-// heartbeatRawSQL is heartbeatSQL with text parameters and the clock as microseconds.
-const heartbeatRawSQL = `SELECT pg_backend_pid() = $3::int AND EXISTS (
+// heartbeatSQL is true while this backend (pid $3) holds the lock ($1, $2), with the
+// database clock in microseconds. The heartbeat sends it with text parameters, so every
+// parameter carries its type.
+const heartbeatSQL = `SELECT pg_backend_pid() = $3::int AND EXISTS (
     SELECT 1 FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid()
       AND l.classid::bigint = $1::bigint AND l.objid::bigint = $2::bigint AND l.objsubid = 2
@@ -253,7 +249,7 @@ const heartbeatRawSQL = `SELECT pg_backend_pid() = $3::int AND EXISTS (
 
 // check runs one heartbeat statement on the held session.
 func (s *Session) check(ctx context.Context, params [][]byte) (held bool, dbNow time.Time, err error) {
-	rr := s.conn.PgConn().ExecParams(ctx, heartbeatRawSQL, params, nil, nil, nil)
+	rr := s.conn.PgConn().ExecParams(ctx, heartbeatSQL, params, nil, nil, nil)
 	rows := 0
 	for rr.NextRow() {
 		v := rr.Values()
