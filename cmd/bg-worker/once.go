@@ -113,15 +113,8 @@ func onceHere(ctx context.Context, st *store.Store, log *slog.Logger, cfg config
 		return err
 	}
 	log.Info("No replica holds the lock; running here", "run_id", claim.RunID)
-	runCtx, cancel := context.WithCancelCause(ctx)
+	runCtx, cancel := scheduler.WithLease(ctx, lease)
 	defer cancel(nil)
-	go func() {
-		select {
-		case <-lease.Done():
-			cancel(lock.ErrLockLost)
-		case <-runCtx.Done():
-		}
-	}()
 	status, jobErr := scheduler.RunJob(runCtx, st, log, job, sess.Key(), lease.PID, claim, store.TriggerManual)
 	_ = sess.Release(context.WithoutCancel(ctx))
 	fmt.Fprintf(stdout, "run %d %s\n", claim.RunID, status)

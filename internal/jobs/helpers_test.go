@@ -175,16 +175,10 @@ func (h *harness) run(job jobs.Job, o runOpts) runResult {
 	}
 
 	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	if o.cancelOnLockLoss {
-		go func() {
-			select {
-			case <-lease.Done():
-				cancel(lock.ErrLockLost)
-			case <-runCtx.Done():
-			}
-		}()
+		runCtx, cancel = scheduler.WithLease(ctx, lease)
 	}
+	defer cancel(nil)
 	var wg sync.WaitGroup
 	if o.during != nil {
 		wg.Add(1)

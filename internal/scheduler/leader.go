@@ -148,22 +148,14 @@ func (l *leader) takeOver(ctx context.Context) error {
 }
 
 func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, req *manualRequest) {
-	runCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	lease := l.lease
+	runCtx, cancel := WithLease(context.WithoutCancel(ctx), lease)
 	a := &activeRun{id: claim.RunID, cancel: cancel, done: make(chan struct{}), manual: req}
 	l.cur = a
-	lease := l.lease
 	key := l.sess.Key()
 	started := time.Now()
 	go func() {
 		defer close(a.done)
-		// The lease can end while the loop is busy: cancel at once, not at the next select.
-		go func() {
-			select {
-			case <-lease.Done():
-				cancel(lock.ErrLockLost)
-			case <-runCtx.Done():
-			}
-		}()
 		status, _ := RunJob(runCtx, l.s.opts.Store, l.log, l.job, key, lease.PID, claim, trigger)
 		cancel(nil)
 		a.status = status

@@ -227,6 +227,20 @@ type activeRun struct {
 	manual *manualRequest
 }
 
+// WithLease returns a context cancelled, with cause lock.ErrLockLost, the moment lease
+// ends (not at the caller's next look), and its cancel function.
+func WithLease(ctx context.Context, lease *lock.Lease) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-lease.Done():
+			cancel(lock.ErrLockLost)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // RunJob executes one run of job under lease and records its outcome; shared by the
 // scheduler and `bg-worker once`. It returns the final status and the job's error.
 func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job, key lock.Key, pid int32, claim store.Claim, trigger string) (string, error) {
