@@ -357,3 +357,34 @@ func TestNewRejectsBadJobs(t *testing.T) {
 		t.Error("zero interval accepted")
 	}
 }
+
+// A replica configured with another interval than the one recorded for a job warns at
+// start (guarantee 2: replicas share a job's interval).
+func TestIntervalMismatchWarns(t *testing.T) {
+	t.Parallel()
+	url := testenv.DatabaseURL(t)
+	st := openStore(t, url)
+	ctx := context.Background()
+	job := func(iv time.Duration) []jobs.Job {
+		return []jobs.Job{{Name: "shared", Interval: iv, Run: func(context.Context, jobs.Run) error { return nil }}}
+	}
+	first := &captureHandler{}
+	if err := scheduler.RegisterJobs(ctx, st, slog.New(first), job(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	const warning = "Interval differs from the one recorded for this job; replicas should share it"
+	if first.has(warning) {
+		t.Error("first registration warned")
+	}
+	same := &captureHandler{}
+	if err := scheduler.RegisterJobs(ctx, st, slog.New(same), job(5*time.Second)); err != nil || same.has(warning) {
+		t.Errorf("same interval: err %v, warned %v", err, same.has(warning))
+	}
+	other := &captureHandler{}
+	if err := scheduler.RegisterJobs(ctx, st, slog.New(other), job(7*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if !other.has(warning) {
+		t.Error("a different interval did not warn")
+	}
+}
