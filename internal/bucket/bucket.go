@@ -181,6 +181,9 @@ func New(cfg Config) (*Client, error) {
 		RequestChecksumCalculation:  aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation:  aws.ResponseChecksumValidationWhenRequired,
 		DisableS3ExpressSessionAuth: aws.Bool(true),
+		// The SDK's rules, resolved once per parameter set instead of twice
+		// per request; every request gets its own copy (endpoint.go).
+		EndpointResolverV2: newEndpointResolver(s3.NewDefaultEndpointResolverV2()),
 		APIOptions: []func(*middleware.Stack) error{
 			addAttemptTimeout(cfg.RequestTimeout),
 		},
