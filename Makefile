@@ -6,7 +6,7 @@ BIN := $(CURDIR)/.bin
 SQLC := $(BIN)/sqlc
 VERSITYGW := $(BIN)/versitygw
 
-.PHONY: all build test check generate sqlc-check demo docker bench bench-quick tools clean
+.PHONY: all build test test-deploy check generate sqlc-check demo docker bench bench-quick tools clean
 
 all: build
 
@@ -38,8 +38,14 @@ check: sqlc-check
 
 # The one command that runs every test (CI runs exactly this). Real PostgreSQL and a
 # real S3 server (versitygw) are started by the tests themselves (internal/testenv).
-test: tools check
+test: tools check test-deploy
 	CI=$${CI:-true} VERSITYGW_BIN=$(VERSITYGW) $(GO) test -count=1 -timeout 40m ./...
+
+# The Kubernetes manifests (deploy/kubernetes): rendered with the kustomize Go API, decoded
+# strictly into k8s.io/api types and checked against the worker's source. Their own module
+# (deploy/go.mod), so the worker's go.mod carries no Kubernetes dependency.
+test-deploy:
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # The local stack without Docker: a throwaway PostgreSQL and versitygw, demo data, and 3
 # replicas with interleaved logs; Ctrl-C stops everything. Flags go in ARGS, e.g.
