@@ -264,9 +264,9 @@ func TestMutations(t *testing.T) {
 			wantErr: `unknown field "spec.template.spec.containers[0].startupProbe.periodSecond"`,
 		},
 		{
-			name:    "duplicate field (strict decoding)",
+			name:    "duplicate key (rejected while rendering)",
 			edits:   []edit{{"base/poddisruptionbudget.yaml", "maxUnavailable: 1", "maxUnavailable: 1\n  maxUnavailable: 2"}},
-			wantErr: "maxUnavailable",
+			wantErr: `mapping key "maxUnavailable" already defined`,
 		},
 		{
 			name:    "variable internal/config does not read",
