@@ -62,7 +62,7 @@ type options struct {
 	profileInterval time.Duration
 }
 
-var items = []string{"throughput", "memory", "bill", "idle", "takeover"}
+var items = []string{"throughput", "cpuhead", "memory", "bill", "idle", "takeover"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -270,6 +270,7 @@ func run(ctx context.Context, args []string) error {
 		fn   func() error
 	}{
 		{"throughput", func() (err error) { res.Throughput, err = b.throughput(ctx); return }},
+		{"cpuhead", func() (err error) { res.CPUHead, err = b.cpuPerHead(ctx); return }},
 		{"memory", func() (err error) { res.Memory, err = b.memory(ctx); return }},
 		{"bill", func() (err error) { res.Bill, err = b.bill(ctx); return }},
 		{"idle", func() (err error) { res.Idle, err = b.idle(ctx); return }},

@@ -17,6 +17,7 @@ type Results struct {
 	BackgroundBusy float64           `json:"background_busy_before_start"`
 	Goals          []Goal            `json:"goals"`
 	Throughput     *ThroughputResult `json:"throughput,omitempty"`
+	CPUHead        *CPUHeadResult    `json:"cpu_per_head,omitempty"`
 	Memory         *MemoryResult     `json:"memory,omitempty"`
 	Bill           *BillResult       `json:"bill,omitempty"`
 	Idle           *IdleResult       `json:"idle,omitempty"`
@@ -77,6 +78,10 @@ func (r *Results) evaluate() {
 				Value: fmt.Sprintf("%.2f s", run.RunSec), Against: fmt.Sprintf("ideal %.2f s", run.IdealSec),
 				Ratio: run.VsIdeal, Goal: "(info)"})
 		}
+	}
+	if c := r.CPUHead; c != nil && len(c.Auto) > 0 {
+		c.summarize()
+		add(c.goal())
 	}
 	if m := r.Memory; m != nil && len(m.Runs) >= 2 {
 		small, large := m.Runs[0], m.Runs[len(m.Runs)-1]
@@ -214,7 +219,7 @@ func (r *Results) markdown() string {
 		p("\n\\* extrapolated from the C=1 baseline. \"CPU ms/HEAD\" sums the worker, the proxy, versitygw and PostgreSQL; \"machine cap\" = nproc ÷ that: the HEAD rate at which this machine's cores would be saturated; a demand C/L above it means this machine, not the design, is the limit. \"machine busy\" is the whole machine (other work included).\n\n")
 	}
 	if t := t0(r); len(t.RegionRuns) > 0 {
-		p("Rows with R2_REGION=us-east-1 (which R2 accepts) are a control: for a region in its partition table the AWS SDK resolves endpoints without compiling regular expressions; for `auto` it compiles every partition's region regexp on each resolution, twice per request, unless internal/bucket's endpoint cache answers.")
+		p("Rows with R2_REGION=us-east-1 (which R2 accepts) are a control: for a region in its partition table the AWS SDK resolves endpoints without compiling regular expressions; for `auto` it compiles every partition's region regexp on each resolution, twice per request. internal/bucket now resolves once per client and gives each request a copy, so both should cost the same (item `cpuhead` measures it).")
 		for _, c := range t.RegionRuns {
 			for _, a := range t.Runs {
 				if a.N == c.N && a.Concurrency == c.Concurrency && c.N > 0 {
@@ -224,6 +229,9 @@ func (r *Results) markdown() string {
 			}
 		}
 		p("\n\n")
+	}
+	if c := r.CPUHead; c != nil && len(c.Auto) > 0 {
+		p("%s", c.markdown())
 	}
 	if mm := r.Memory; mm != nil {
 		p("### 2. Memory vs work (L = 0, C = 32)\n\n| N | peak RSS MB | run s | HEAD/s | statements per 1k (run) |\n|---|---|---|---|---|\n")

@@ -39,6 +39,13 @@
 // Content-MD5 (several, e.g. OCI and Alibaba OSS, accept nothing else), and
 // sending two checksums risks R2's "only one checksum at a time".
 //
+// Endpoint resolution runs the SDK's rules once per client (per bucket and
+// options) and gives every request its own deep copy of the result
+// (endpoint.go). For R2's region "auto", which is not in the SDK's partition
+// table, each resolution compiled every partition's region regexp, twice per
+// request (about half the worker's CPU per HEAD); the copy matters because the
+// SDK writes per request into the endpoint's auth options.
+//
 // Every logical request is retried up to MaxAttempts times in total with
 // exponential backoff and full jitter (RetryBaseDelay doubling up to
 // RetryMaxBackoff; throttling answers start ten times higher). There is no
