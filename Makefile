@@ -24,6 +24,7 @@ tools: $(SQLC) $(VERSITYGW)
 
 # Regenerate internal/store/dbsqlc from queries/ and migrations/.
 generate: $(SQLC)
+	UPDATE_GOLDEN=1 $(GO) test -count=1 -run TestDefaultRenderingIsSqlcSchema ./internal/uploadmap/
 	$(SQLC) generate
 
 # Fails when the committed generated code differs from what sqlc would generate.
@@ -40,6 +41,9 @@ check: sqlc-check
 # real S3 server (versitygw) are started by the tests themselves (internal/testenv).
 test: tools check test-deploy
 	CI=$${CI:-true} VERSITYGW_BIN=$(VERSITYGW) $(GO) test -count=1 -timeout 40m ./...
+	# The bucket fan-out and endpoint resolution under the race detector (a bench-sized
+	# fan-out included): the SDK writes per-request state that must never be shared.
+	CI=$${CI:-true} VERSITYGW_BIN=$(VERSITYGW) $(GO) test -race -count=1 -timeout 10m -run 'FanOut|Endpoint' ./internal/bucket/
 
 # The Kubernetes manifests (deploy/kubernetes): rendered with the kustomize Go API, decoded
 # strictly into k8s.io/api types and checked against the worker's source. Their own module

@@ -18,6 +18,7 @@ import (
 	"github.com/bg-worker/bg-worker/internal/faultproxy"
 	"github.com/bg-worker/bg-worker/internal/localstack"
 	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/migrations"
 )
 
 // Buckets the bench uses: throughput/memory/idle objects in one, the bill simulation in
@@ -98,7 +99,7 @@ func (b *bench) start(ctx context.Context) (err error) {
 		return err
 	}
 	b.dbURL = b.pg.URL("bench")
-	if _, err := store.Migrate(ctx, b.dbURL); err != nil {
+	if _, err := store.Migrate(ctx, b.dbURL, migrations.DefaultOptions()); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	if b.db, err = pgxpool.New(ctx, b.dbURL+"&application_name=bg-bench"); err != nil {

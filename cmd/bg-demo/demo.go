@@ -217,7 +217,7 @@ func (d *demo) setup(ctx context.Context) error {
 	}
 	d.out.demoBlock([]string{
 		"Inspect it from another terminal while it runs:",
-		fmt.Sprintf("  psql '%s' -c 'SELECT * FROM worker_lock_holders'", d.dbURL),
+		fmt.Sprintf("  psql '%s' -c 'SELECT * FROM bg_worker.worker_lock_holders'", d.dbURL),
 		fmt.Sprintf("  DATABASE_URL='%s' %s status", d.dbURL, d.workerBin),
 		fmt.Sprintf("  curl -s http://%s/metrics | grep ^bgworker_", d.replicas[0].addr),
 		"Type k⏎ to kill -9 the current leader, r⏎ to restart replicas that are down, s⏎ for lock holders now, q⏎ or Ctrl-C to stop.",

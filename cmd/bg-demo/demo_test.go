@@ -255,7 +255,7 @@ func TestDemoBounded(t *testing.T) {
 	}
 	for _, want := range []string{
 		"built bg-worker",
-		"SELECT * FROM worker_lock_holders;",
+		"SELECT * FROM bg_worker.worker_lock_holders;",
 		"KILL -9 replica-",
 		"TAKEOVER: replica-",
 		"FIRST RUN after the kill",
@@ -283,7 +283,7 @@ func TestDemoInterrupt(t *testing.T) {
 	_, worker := binaries(t)
 	d := startDemo(t, "--worker-bin", worker, "--replicas", "2", "--uploads", "20", "--interval", "1s", "--status-every", "2s")
 	d.waitFor(regexp.MustCompile(`replica-\d ready in`), 2, time.Minute)
-	d.waitFor(regexp.MustCompile(`SELECT \* FROM worker_lock_holders;`), 1, 30*time.Second)
+	d.waitFor(regexp.MustCompile(`SELECT \* FROM bg_worker.worker_lock_holders;`), 1, 30*time.Second)
 	if err := d.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

@@ -34,12 +34,12 @@ type killRecord struct {
 	firstRunAt time.Time
 }
 
-// printStatus prints SELECT * FROM worker_lock_holders and a line of counts.
+// printStatus prints SELECT * FROM bg_worker.worker_lock_holders and a line of counts.
 func (d *demo) printStatus(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	lines := []string{fmt.Sprintf("SELECT * FROM worker_lock_holders;   -- %s", time.Now().Format("15:04:05"))}
-	rows, err := d.db.Query(ctx, `SELECT * FROM worker_lock_holders ORDER BY job`)
+	lines := []string{fmt.Sprintf("SELECT * FROM bg_worker.worker_lock_holders;   -- %s", time.Now().Format("15:04:05"))}
+	rows, err := d.db.Query(ctx, `SELECT * FROM bg_worker.worker_lock_holders ORDER BY job`)
 	if err != nil {
 		d.out.demo("worker_lock_holders: %v", err)
 		return
@@ -102,7 +102,7 @@ func (d *demo) countsLine(ctx context.Context) string {
 	}
 	s := fmt.Sprintf("uploads: %s │ runs: %s │ replicas up: %d/%d",
 		d.countBy(ctx, `SELECT status, count(*) FROM uploads GROUP BY status ORDER BY status`),
-		d.countBy(ctx, `SELECT status, count(*) FROM job_runs GROUP BY status ORDER BY count(*) DESC, status`),
+		d.countBy(ctx, `SELECT status, count(*) FROM bg_worker.job_runs GROUP BY status ORDER BY count(*) DESC, status`),
 		up, len(d.replicas))
 	if len(down) > 0 {
 		s += " (down: " + strings.Join(down, ", ") + ")"
@@ -137,7 +137,7 @@ func (d *demo) killLeader(ctx context.Context) {
 	var job, worker string
 	var intervalMS int64
 	err := d.db.QueryRow(qctx, `SELECT h.job, coalesce(h.worker_id, ''), j.interval_ms
-		FROM worker_lock_holders h JOIN worker_jobs j ON j.name = h.job
+		FROM bg_worker.worker_lock_holders h JOIN bg_worker.worker_jobs j ON j.name = h.job
 		ORDER BY j.interval_ms, h.job LIMIT 1`).Scan(&job, &worker, &intervalMS)
 	if errors.Is(err, pgx.ErrNoRows) {
 		d.out.demo("kill: nobody leads a job right now; try again in a moment")
@@ -162,7 +162,7 @@ func (d *demo) killLeader(ctx context.Context) {
 		return
 	}
 	var led []string
-	if rows, err := d.db.Query(qctx, `SELECT job FROM worker_lock_holders WHERE worker_id = $1 ORDER BY job`, worker); err == nil {
+	if rows, err := d.db.Query(qctx, `SELECT job FROM bg_worker.worker_lock_holders WHERE worker_id = $1 ORDER BY job`, worker); err == nil {
 		led, _ = pgx.CollectRows(rows, pgx.RowTo[string])
 	}
 	k := &killRecord{replica: worker, pid: p.pid, job: job, interval: time.Duration(intervalMS) * time.Millisecond}
@@ -194,7 +194,7 @@ func (d *demo) watchTakeover(ctx context.Context, k *killRecord) {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if !tookOver {
 			var w string
-			err := d.db.QueryRow(qctx, `SELECT coalesce(worker_id, '') FROM worker_lock_holders WHERE job = $1`, k.job).Scan(&w)
+			err := d.db.QueryRow(qctx, `SELECT coalesce(worker_id, '') FROM bg_worker.worker_lock_holders WHERE job = $1`, k.job).Scan(&w)
 			if err == nil && w != "" && w != k.replica {
 				now := time.Now()
 				k.mu.Lock()
@@ -209,7 +209,7 @@ func (d *demo) watchTakeover(ctx context.Context, k *killRecord) {
 			var id int64
 			var w string
 			var started time.Time
-			err := d.db.QueryRow(qctx, `SELECT id, worker_id, started_at FROM job_runs
+			err := d.db.QueryRow(qctx, `SELECT id, worker_id, started_at FROM bg_worker.job_runs
 				WHERE job = $1 AND trigger = 'schedule' AND status <> 'skipped' AND started_at > $2 AND worker_id <> $3
 				ORDER BY id LIMIT 1`, k.job, k.at, k.replica).Scan(&id, &w, &started)
 			if err == nil {
@@ -218,7 +218,7 @@ func (d *demo) watchTakeover(ctx context.Context, k *killRecord) {
 				k.mu.Unlock()
 				note := ""
 				var abandoned []int64
-				if rows, err := d.db.Query(qctx, `SELECT id FROM job_runs WHERE job = $1 AND worker_id = $2 AND status = 'abandoned'
+				if rows, err := d.db.Query(qctx, `SELECT id FROM bg_worker.job_runs WHERE job = $1 AND worker_id = $2 AND status = 'abandoned'
 					AND finished_at > $3 ORDER BY id`, k.job, k.replica, k.at); err == nil {
 					abandoned, _ = pgx.CollectRows(rows, pgx.RowTo[int64])
 				}
@@ -260,7 +260,7 @@ func (d *demo) summary() {
 	type key struct{ job, worker string }
 	counts := map[key]map[string]int64{}
 	var keys []key
-	rows, err := d.db.Query(ctx, `SELECT job, worker_id, status, count(*) FROM job_runs GROUP BY 1, 2, 3`)
+	rows, err := d.db.Query(ctx, `SELECT job, worker_id, status, count(*) FROM bg_worker.job_runs GROUP BY 1, 2, 3`)
 	if err != nil {
 		d.problem("read job_runs: %v", err)
 		return
@@ -306,11 +306,11 @@ func (d *demo) summary() {
 	}
 
 	var dup, overlap int64
-	_ = d.db.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM job_runs WHERE trigger = 'schedule'
+	_ = d.db.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM bg_worker.job_runs WHERE trigger = 'schedule'
 		GROUP BY job, tick_at HAVING count(*) > 1) x`).Scan(&dup)
 	// Guarantee 1: no two runs of one job overlap in time. Runs still marked running (a
 	// killed leader's, never taken over) have no end and are left out.
-	_ = d.db.QueryRow(ctx, `SELECT count(*) FROM job_runs a JOIN job_runs b ON a.job = b.job AND a.id < b.id
+	_ = d.db.QueryRow(ctx, `SELECT count(*) FROM bg_worker.job_runs a JOIN bg_worker.job_runs b ON a.job = b.job AND a.id < b.id
 		WHERE a.status NOT IN ('skipped', 'abandoned', 'running') AND b.status NOT IN ('skipped', 'abandoned', 'running')
 		  AND tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)`).Scan(&overlap)
 	lines = append(lines,
@@ -331,7 +331,7 @@ func (d *demo) summary() {
 	if total == 0 {
 		d.problem("no run succeeded (job_runs has no succeeded row)")
 	}
-	if jrows, err := d.db.Query(ctx, `SELECT name, interval_ms FROM worker_jobs ORDER BY name`); err == nil {
+	if jrows, err := d.db.Query(ctx, `SELECT name, interval_ms FROM bg_worker.worker_jobs ORDER BY name`); err == nil {
 		type job struct {
 			name string
 			ms   int64

@@ -14,6 +14,7 @@ import (
 	"github.com/bg-worker/bg-worker/internal/jobs"
 	"github.com/bg-worker/bg-worker/internal/logging"
 	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/migrations"
 )
 
 const usage = `usage: bg-worker [command]
@@ -25,6 +26,8 @@ commands:
   once JOB [--timeout D]      run JOB now (here, or on the replica that holds its lock)
   jobs                        list registered jobs and their intervals
   healthcheck                 GET /healthz on HTTP_ADDR (exit 0 healthy, 1 not)
+  check                       validate the configuration against the database
+                              (exit 0 ok, 1 problems found, 2 configuration)
 
 Configuration comes from the environment; see README.md.
 `
@@ -49,6 +52,8 @@ func run(ctx context.Context, args []string, env config.LookupEnv, stdout, stder
 		return cmdJobs(args, env, stdout, stderr)
 	case "healthcheck":
 		return cmdHealthcheck(ctx, args, env, stdout, stderr)
+	case "check":
+		return cmdCheck(ctx, args, env, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -129,7 +134,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, maxConn
 	backoff := time.Second
 	for {
 		st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{ApplicationName: cfg.WorkerID, MaxConns: maxConns,
-			IdleInTxTimeout: cfg.LockTimeout})
+			IdleInTxTimeout: cfg.LockTimeout, Schema: cfg.Schema()})
 		if err == nil {
 			if err = st.Ping(ctx); err == nil {
 				return st, nil
@@ -188,16 +193,34 @@ func cmdMigrate(ctx context.Context, args []string, env config.LookupEnv, stderr
 	if err != nil {
 		return err
 	}
-	applied, err := store.Migrate(ctx, cfg.DatabaseURL)
+	res, err := store.Migrate(ctx, cfg.DatabaseURL, migrations.Options{Schema: cfg.Schema(), Uploads: cfg.Uploads})
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return mappingError(fmt.Errorf("migrate: %w", err))
 	}
-	if len(applied) == 0 {
-		log.Info("Database schema is current")
+	if res.CreatedSchema {
+		log.Info("Created schema", "schema", cfg.Schema())
+	}
+	if res.CreatedTable {
+		log.Info("Created the default uploads table", "table", cfg.Uploads.QualifiedTable())
+	}
+	if len(res.Applied) == 0 {
+		log.Info("Database schema is current", "schema", cfg.Schema())
 	} else {
-		log.Info("Applied migrations", "migrations", strings.Join(applied, ","))
+		log.Info("Applied migrations", "schema", cfg.Schema(), "migrations", strings.Join(res.Applied, ","))
+	}
+	if res.MappingInstalled {
+		log.Info("Installed uploads mapping", "table", cfg.Uploads.QualifiedTable(), "fingerprint", res.Mapping.Fingerprint())
 	}
 	return nil
+}
+
+// mappingError turns a mapping that does not match the catalog (errors.Join of
+// *config.Error) into a usage error: exit 2, one line per variable.
+func mappingError(err error) error {
+	if cerrs := configErrors(err); len(cerrs) > 0 {
+		return &usageError{errors.Join(cerrs...)}
+	}
+	return err
 }
 
 // registry is every job this binary runs: the product's, plus test-only jobs in binaries

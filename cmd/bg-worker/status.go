@@ -33,9 +33,18 @@ type statusJob struct {
 	Runs       []statusRun       `json:"recent_runs"`
 }
 
+// statusUploads is the application's uploads table as the worker sees it.
+type statusUploads struct {
+	Schema  string `json:"schema"` // the worker's schema
+	Table   string `json:"table"`
+	Pending int64  `json:"pending"`
+	Due     int64  `json:"due"`
+}
+
 type statusReport struct {
-	Now  time.Time   `json:"now"`
-	Jobs []statusJob `json:"jobs"`
+	Now     time.Time      `json:"now"`
+	Uploads *statusUploads `json:"uploads,omitempty"`
+	Jobs    []statusJob    `json:"jobs"`
 }
 
 func cmdStatus(ctx context.Context, args []string, env config.LookupEnv, stdout, stderr io.Writer) error {
@@ -88,6 +97,15 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 		byJob[h.Job] = h
 	}
 	rep := statusReport{Now: now, Jobs: []statusJob{}}
+	// The mapping must be the installed one for the counts to mean anything.
+	if _, err := st.CheckMapping(ctx, cfg.Uploads); err != nil {
+		return rep, mappingError(err)
+	}
+	due, err := st.UploadDueSummary(ctx, cfg.R2Prefix)
+	if err != nil {
+		return rep, err
+	}
+	rep.Uploads = &statusUploads{Schema: cfg.Schema(), Table: cfg.Uploads.QualifiedTable(), Pending: due.Pending, Due: due.Due}
 	seen := map[string]bool{}
 	add := func(name string, interval time.Duration, ns, key int32) error {
 		seen[name] = true
@@ -117,6 +135,9 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 }
 
 func printStatus(w io.Writer, rep statusReport) {
+	if u := rep.Uploads; u != nil {
+		fmt.Fprintf(w, "uploads: %s (worker schema %s): %d PENDING, %d due now\n\n", u.Table, u.Schema, u.Pending, u.Due)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tINTERVAL\tLEADER\tPID\tHELD SINCE\tRUNNING SINCE\tNEXT TICK")
 	for _, j := range rep.Jobs {

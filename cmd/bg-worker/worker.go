@@ -90,6 +90,19 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 		if err := waitForSchema(gctx, st, log); err != nil {
 			return nil // shutdown while waiting
 		}
+		mapping, err := st.CheckMapping(gctx, cfg.Uploads)
+		if err != nil {
+			return mappingError(err)
+		}
+		log.Info("Uploads table", "table", cfg.Uploads.QualifiedTable(), "id", mapping.ID.Name, "key", mapping.Key.Name,
+			"status", mapping.Status.Name, "schema", cfg.Schema())
+		if advice, err := st.UploadIndexAdvice(gctx, mapping); err != nil {
+			log.Warn("Could not check the uploads table's indexes", "error", err)
+		} else {
+			for _, a := range advice {
+				log.Warn("Uploads table lacks an index: "+a.Why+"; create it with", "sql", a.Statement)
+			}
+		}
 		if err := scheduler.RegisterJobs(gctx, st, log, selected); err != nil {
 			return err
 		}
@@ -118,12 +131,22 @@ func jobNames(js []jobs.Job) []string {
 }
 
 func schemaReady(ctx context.Context, st *store.Store) error {
+	if err := st.SchemaAccess(ctx); err != nil {
+		return err
+	}
 	applied, latest, err := st.SchemaVersion(ctx)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	if applied < latest {
 		return fmt.Errorf("database schema at version %d, this build needs %d: run `bg-worker migrate`", applied, latest)
+	}
+	fp, err := st.MappingFingerprint(ctx)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if fp == "" {
+		return fmt.Errorf("no uploads mapping installed: run `bg-worker migrate`")
 	}
 	return nil
 }

@@ -52,6 +52,12 @@ type Config struct {
 	OrphanDelete       bool          // ORPHAN_DELETE, default false
 
 	RunHistoryRetention time.Duration // RUN_HISTORY_RETENTION, default 168h
+
+	// DatabaseSchema (DATABASE_SCHEMA, default bg_worker) holds the worker's own tables
+	// and views; read it through Schema().
+	DatabaseSchema string
+	// Uploads maps the application's uploads table (UPLOADS_*).
+	Uploads UploadsMapping
 }
 
 // Defaults returns the configuration with every default filled in.
@@ -77,6 +83,8 @@ func Defaults() Config {
 		OrphanScanInterval:  time.Hour,
 		OrphanMinAge:        24 * time.Hour,
 		RunHistoryRetention: 168 * time.Hour,
+		DatabaseSchema:      DefaultSchema,
+		Uploads:             DefaultUploads(),
 	}
 }
 
@@ -195,6 +203,7 @@ func Load(env LookupEnv) (Config, error) {
 		c.OrphanDelete = b
 	}
 	dur("RUN_HISTORY_RETENTION", &c.RunHistoryRetention)
+	loadUploads(env, &c, bad)
 
 	if err := c.validate(); err != nil {
 		errs = append(errs, err)

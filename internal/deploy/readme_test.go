@@ -107,7 +107,17 @@ func fieldOf(t *testing.T, name string) (reflect.Value, bool) {
 			}
 		}
 		if len(changed) == 1 {
-			return dv.Field(changed[0]), true
+			f := dv.Field(changed[0])
+			if f.Kind() != reflect.Struct {
+				return f, true
+			}
+			// A group of settings (the uploads mapping): the member now holding v.
+			g := gv.Field(changed[0])
+			for j := range g.NumField() {
+				if g.Field(j).Kind() == reflect.String && g.Field(j).String() == v {
+					return f.Field(j), true
+				}
+			}
 		}
 	}
 	return reflect.Value{}, false

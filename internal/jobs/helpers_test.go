@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bg-worker/bg-worker/internal/bucket"
 	"github.com/bg-worker/bg-worker/internal/config"
@@ -42,6 +43,7 @@ type harness struct {
 	ctx     context.Context
 	url     string
 	st      *store.Store
+	db      *pgxpool.Pool // the test's own SQL (search_path bg_worker, public); not counted
 	stmts   *stmtCounter
 	info    testenv.BucketInfo
 	s3      *s3.Client
@@ -53,9 +55,17 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	url := testenv.DatabaseURL(t)
+	return newHarnessFor(t, url, url)
+}
+
+// newHarnessFor is newHarness on a database the caller prepared: the jobs (store and
+// lock sessions) connect with workerURL, the test's own SQL with adminURL.
+func newHarnessFor(t *testing.T, workerURL, adminURL string) *harness {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	h := &harness{t: t, ctx: ctx, url: testenv.DatabaseURL(t), stmts: &stmtCounter{}, logs: &logBuffer{},
+	h := &harness{t: t, ctx: ctx, url: workerURL, stmts: &stmtCounter{}, logs: &logBuffer{},
 		metrics: metrics.New()}
 	st, err := store.Open(ctx, h.url, store.Options{ApplicationName: "jobs-test", MaxConns: 8, Tracer: h.stmts})
 	if err != nil {
@@ -63,6 +73,10 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(st.Close)
 	h.st = st
+	if h.db, err = pgxpool.New(ctx, adminURL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.db.Close)
 	h.info = testenv.Bucket(t)
 	h.s3 = testenv.S3Client(t, h.info)
 	h.proxy, err = faultproxy.Start(faultproxy.Config{Target: h.info.Endpoint, StallFor: 10 * time.Second})
@@ -208,7 +222,7 @@ func (h *harness) run(job jobs.Job, o runOpts) runResult {
 // returns their ids in order.
 func (h *harness) insertUploads(age time.Duration, keys ...string) []int64 {
 	h.t.Helper()
-	rows, err := h.st.Pool().Query(h.ctx, `INSERT INTO uploads (object_key, created_at)
+	rows, err := h.db.Query(h.ctx, `INSERT INTO uploads (object_key, created_at)
 		SELECT k, now() - $2::interval FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n
 		RETURNING id`, keys, age)
 	if err != nil {
@@ -275,8 +289,13 @@ type uploadRow struct {
 
 func (h *harness) uploads() map[int64]uploadRow {
 	h.t.Helper()
-	rows, err := h.st.Pool().Query(h.ctx, `SELECT id, object_key, status, size_bytes, etag, content_type,
-		verified_at, check_count, next_check_at, last_error, created_at, updated_at FROM uploads ORDER BY id`)
+	// The application's row and the worker's state of it. A state row that records no
+	// check yet (a run only registered the upload) reads like none: zero values.
+	rows, err := h.db.Query(h.ctx, `SELECT u.id, u.object_key, u.status, u.size_bytes, u.etag, u.content_type,
+		u.verified_at, coalesce(c.check_count, 0),
+		CASE WHEN c.check_count > 0 OR c.next_check_at > now() THEN c.next_check_at ELSE 'epoch' END,
+		c.last_error, u.created_at, u.updated_at
+		FROM uploads u LEFT JOIN bg_worker.upload_checks c ON c.upload_id = u.id::text ORDER BY u.id`)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -308,10 +327,20 @@ func (h *harness) objects() map[string]bool {
 	return out
 }
 
+// setNextCheck gives the upload with this key the worker's state row (as a run would)
+// with the next check at now() + in and checkCount checks behind it.
+func (h *harness) setNextCheck(key string, in time.Duration, checkCount int) {
+	h.t.Helper()
+	h.exec(`INSERT INTO bg_worker.upload_checks (upload_id, next_check_at, check_count)
+		SELECT id::text, now() + $2 * interval '1 millisecond', $3 FROM uploads WHERE object_key = $1
+		ON CONFLICT (upload_id) DO UPDATE SET next_check_at = excluded.next_check_at, check_count = excluded.check_count`,
+		key, in.Milliseconds(), checkCount)
+}
+
 // exec runs SQL on the test database.
 func (h *harness) exec(sql string, args ...any) {
 	h.t.Helper()
-	if _, err := h.st.Pool().Exec(h.ctx, sql, args...); err != nil {
+	if _, err := h.db.Exec(h.ctx, sql, args...); err != nil {
 		h.t.Fatalf("%s: %v", sql, err)
 	}
 }
@@ -321,7 +350,7 @@ func (h *harness) terminate(pid int32) time.Time {
 	h.t.Helper()
 	var ok bool
 	var at time.Time
-	err := h.st.Pool().QueryRow(h.ctx, `SELECT pg_terminate_backend($1, 5000), clock_timestamp()`, pid).Scan(&ok, &at)
+	err := h.db.QueryRow(h.ctx, `SELECT pg_terminate_backend($1, 5000), clock_timestamp()`, pid).Scan(&ok, &at)
 	if err != nil || !ok {
 		h.t.Errorf("terminate backend %d: %v %v", pid, ok, err)
 	}

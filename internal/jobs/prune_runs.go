@@ -2,8 +2,9 @@ package jobs
 
 import (
 	"context"
-	"github.com/bg-worker/bg-worker/internal/store"
 	"time"
+
+	"github.com/bg-worker/bg-worker/internal/store"
 )
 
 // pruneBatch bounds each DELETE so pruning millions of old rows never holds long locks.
@@ -15,7 +16,7 @@ func newPruneRuns(d Deps) Job {
 	return Job{
 		Name:        "prune-runs",
 		Interval:    time.Hour,
-		Description: "deletes job_runs rows older than RUN_HISTORY_RETENTION",
+		Description: "deletes job_runs rows and resolved upload state older than RUN_HISTORY_RETENTION",
 		Run: func(ctx context.Context, r Run) error {
 			var total int64
 			for {
@@ -37,7 +38,29 @@ func newPruneRuns(d Deps) Job {
 				}
 			}
 			r.Stats().Set("pruned", total)
-			r.Logger().Info("Pruned old runs", "pruned", total, "retention", retention)
+			// The worker's per-upload state: rows resolved before the retention, and rows
+			// whose upload the application deleted or resolved itself.
+			var checks int64
+			for {
+				var n int64
+				err := r.Fenced(ctx, func(tx *store.Store) error {
+					now, err := tx.Now(ctx)
+					if err != nil {
+						return err
+					}
+					n, err = tx.UploadPruneChecks(ctx, now.Add(-retention), pruneBatch)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				checks += n
+				if n < pruneBatch {
+					break
+				}
+			}
+			r.Stats().Set("pruned_upload_checks", checks)
+			r.Logger().Info("Pruned old runs", "pruned", total, "pruned_upload_checks", checks, "retention", retention)
 			return nil
 		},
 	}

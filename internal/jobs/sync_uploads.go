@@ -1,12 +1,10 @@
 package jobs
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,6 +121,17 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 		log.Error("Cannot check uploads: " + errNoBucket.Error())
 		return errNoBucket
 	}
+	// New PENDING rows of the application's table get the worker's state row (fenced: it
+	// is a write like any other), then the summary counts what is due.
+	var registered int64
+	if err := r.Fenced(ctx, func(tx *store.Store) error {
+		var err error
+		registered, err = tx.UploadRegister(ctx, s.prefix)
+		return err
+	}); err != nil {
+		return err
+	}
+	r.Stats().Set("registered", registered)
 	sum, err := r.Store().UploadDueSummary(ctx, s.prefix)
 	if err != nil {
 		return err
@@ -237,7 +246,7 @@ func (s *syncUploads) fanOut(ctx context.Context, r Run, sum store.UploadDue, g 
 	debug := log.Enabled(ctx, slog.LevelDebug)
 	var after int64
 	for {
-		page, err := r.Store().UploadListDue(ctx, s.prefix, sum.AsOf, after, sum.MaxID, s.pageSize)
+		page, err := r.Store().UploadListDue(ctx, s.prefix, sum.AsOf, after, sum.MaxSeq, s.pageSize)
 		if err != nil {
 			return err
 		}
@@ -250,7 +259,7 @@ func (s *syncUploads) fanOut(ctx context.Context, r Run, sum store.UploadDue, g 
 		if len(page) < s.pageSize {
 			return nil
 		}
-		after = page[len(page)-1].ID
+		after = page[len(page)-1].Seq
 	}
 }
 
@@ -273,13 +282,13 @@ func (s *syncUploads) head(ctx context.Context, log *slog.Logger, debug bool, u 
 	case err == nil:
 		c.exists.Add(1)
 		if debug {
-			log.Debug(fmt.Sprintf("Upload ID %d: %s - EXISTS in R2", u.ID, u.Key), "size", obj.Size, "etag", obj.ETag)
+			log.Debug("Upload EXISTS in R2", "upload_id", u.ID, "key", u.Key, "size", obj.Size, "etag", obj.ETag)
 		}
 		results <- headResult{u: u, found: true, obj: obj}
 	case errors.Is(err, bucket.ErrNotFound):
 		c.missing.Add(1)
 		if debug {
-			log.Debug(fmt.Sprintf("Upload ID %d: %s - MISSING in R2", u.ID, u.Key), "check_count", u.CheckCount)
+			log.Debug("Upload MISSING in R2", "upload_id", u.ID, "key", u.Key, "check_count", u.CheckCount)
 		}
 		results <- headResult{u: u, found: false}
 	case errors.Is(err, bucket.ErrAccessDenied), errors.Is(err, bucket.ErrNoSuchBucket):
@@ -292,7 +301,7 @@ func (s *syncUploads) head(ctx context.Context, log *slog.Logger, debug bool, u 
 			s.metrics.UploadsChecked.WithLabelValues("error").Inc()
 		}
 		if debug {
-			log.Debug(fmt.Sprintf("Upload ID %d: %s - ERROR, unchanged", u.ID, u.Key), "error", err, "transient", bucket.IsTransient(err))
+			log.Debug("Upload check ERROR, unchanged", "upload_id", u.ID, "key", u.Key, "error", err, "transient", bucket.IsTransient(err))
 		}
 	}
 	return nil
@@ -317,10 +326,9 @@ func (s *syncUploads) write(ctx context.Context, r Run, asOf time.Time, backoff 
 			batch = batch[:0]
 			return
 		}
-		// Rows in id order: concurrent writers of several uploads lock them in the same
-		// order, so they wait rather than deadlock.
-		slices.SortFunc(batch, func(a, b store.UploadCheck) int { return cmp.Compare(a.ID, b.ID) })
-		var applied map[int64]string
+		// upload_checks_apply locks the application's rows in id order and skips rows
+		// someone else holds: the worker never waits on the application's row locks.
+		var applied map[string]string
 		err := r.Fenced(ctx, func(tx *store.Store) error {
 			var err error
 			applied, err = tx.UploadMarkChecked(ctx, batch, backoff)

@@ -71,7 +71,7 @@ func TestSyncUploadsMixed(t *testing.T) {
 		}
 	}
 	h.exec(`UPDATE uploads SET status = 'UPLOADED', size_bytes = 1, verified_at = now() WHERE object_key = 'uploads/already-uploaded.txt'`)
-	h.exec(`UPDATE uploads SET next_check_at = now() + interval '1 hour' WHERE object_key = 'uploads/not-due.txt'`)
+	h.setNextCheck("uploads/not-due.txt", time.Hour, 0)
 	due := len(present) + 1 + len(youngMissing) + len(oldMissing) + 1
 	before := h.uploads()
 
@@ -125,8 +125,10 @@ func TestSyncUploadsMixed(t *testing.T) {
 	for _, want := range []string{
 		"[sync-uploads] Starting sync job...",
 		fmt.Sprintf("[sync-uploads] Found %d PENDING uploads in DB", due+1),
-		fmt.Sprintf("[sync-uploads] Upload ID %d: uploads/plain.txt - EXISTS in R2", ids["uploads/plain.txt"]),
-		fmt.Sprintf("[sync-uploads] Upload ID %d: uploads/young-missing.txt - MISSING in R2", ids["uploads/young-missing.txt"]),
+		"[sync-uploads] Upload EXISTS in R2",
+		fmt.Sprintf(" upload_id=%d key=uploads/plain.txt size=", ids["uploads/plain.txt"]),
+		"[sync-uploads] Upload MISSING in R2",
+		fmt.Sprintf(" upload_id=%d key=uploads/young-missing.txt check_count=0", ids["uploads/young-missing.txt"]),
 		"[sync-uploads] Sync job completed",
 		" checked=16 uploaded=12 failed=2 still_pending=2 errors=0 duration=",
 	} {
@@ -152,8 +154,8 @@ func TestSyncUploadsMixed(t *testing.T) {
 	}
 
 	// Run 3: the two young missing uploads are due again; one has 20 checks behind it.
-	h.exec(`UPDATE uploads SET next_check_at = now() WHERE object_key = $1`, youngMissing[0])
-	h.exec(`UPDATE uploads SET next_check_at = now(), check_count = 20 WHERE object_key = $1`, youngMissing[1])
+	h.setNextCheck(youngMissing[0], 0, 1)
+	h.setNextCheck(youngMissing[1], 0, 20)
 	h.proxy.ResetStats()
 	res = h.run(job, runOpts{})
 	if res.Status != store.StatusSucceeded || res.Stats["checked"] != 2 || res.Stats["still_pending"] != 2 {
@@ -398,7 +400,7 @@ func TestSyncUploadsFencing(t *testing.T) {
 		// Wait for a few batches, then kill the lock session.
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 			var n int
-			if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*) FROM uploads WHERE status = 'UPLOADED'`).Scan(&n); err != nil {
+			if err := h.db.QueryRow(h.ctx, `SELECT count(*) FROM uploads WHERE status = 'UPLOADED'`).Scan(&n); err != nil {
 				t.Error(err)
 				return
 			}
@@ -413,7 +415,7 @@ func TestSyncUploadsFencing(t *testing.T) {
 	}
 	var uploaded int
 	var lastVerified time.Time
-	if err := h.st.Pool().QueryRow(h.ctx, `SELECT count(*), max(verified_at) FROM uploads WHERE status = 'UPLOADED'`).
+	if err := h.db.QueryRow(h.ctx, `SELECT count(*), max(verified_at) FROM uploads WHERE status = 'UPLOADED'`).
 		Scan(&uploaded, &lastVerified); err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,19 @@ type Options struct {
 	IdleInTxTimeout time.Duration
 	// Tracer, if set, sees every statement the pool runs (tests count statements with it).
 	Tracer pgx.QueryTracer
+	// Schema is the worker's schema (DATABASE_SCHEMA, default bg_worker): the pool's
+	// search_path, so the generated queries' unqualified names resolve there.
+	Schema string
+}
+
+// SearchPath is the search_path value for the worker's schema. Only that schema is on
+// it (pg_catalog is always searched first): the application's table is reached through
+// the mapping's views, never by an unqualified name.
+func SearchPath(schema string) string {
+	if schema == "" {
+		schema = config.DefaultSchema
+	}
+	return pgx.Identifier{schema}.Sanitize()
 }
 
 // ParseConfig parses a database URL and applies bg-worker's session settings; the lock
@@ -70,6 +83,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	connCfg.RuntimeParams["search_path"] = SearchPath(opts.Schema)
 	if opts.IdleInTxTimeout > 0 {
 		connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(opts.IdleInTxTimeout.Milliseconds(), 10)
 	}
@@ -124,19 +138,20 @@ func (s *Store) Tx(ctx context.Context, fn func(tx *Store) error) error {
 	})
 }
 
-// Migrate applies pending migrations on a dedicated connection; safe to run from many
-// replicas at once.
-func Migrate(ctx context.Context, url string) ([]string, error) {
+// Migrate brings the database to the current schema on a dedicated connection (see
+// migrations.Apply); safe to run from many replicas at once. A mapping that does not
+// match the catalog comes back as errors.Join of *config.Error.
+func Migrate(ctx context.Context, url string, opts migrations.Options) (migrations.Result, error) {
 	cfg, err := ParseConfig(url, "bg-worker-migrate")
 	if err != nil {
-		return nil, err
+		return migrations.Result{}, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", redactErr(err))
+		return migrations.Result{}, fmt.Errorf("connect: %w", redactErr(err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return migrations.Apply(ctx, conn)
+	return migrations.Apply(ctx, conn, opts)
 }
 
 // SchemaVersion returns the applied and the latest known migration versions.
@@ -186,4 +201,10 @@ func isNetErr(err error) bool {
 	var ne net.Error
 	var ce *pgconn.ConnectError
 	return errors.As(err, &ne) || errors.As(err, &ce)
+}
+
+// isUndefined reports a missing table or schema (nothing migrated yet).
+func isUndefined(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
 }

@@ -2,17 +2,25 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/store/dbsqlc"
+	"github.com/bg-worker/bg-worker/internal/uploadmap"
+	"github.com/bg-worker/bg-worker/migrations"
 )
 
-// Upload statuses, as the uploads table stores them.
+// Outcomes of one upload's check, as UploadMarkChecked takes them (the mapping turns
+// them into the application's own status values).
 const (
-	UploadPending  = "PENDING"
-	UploadUploaded = "UPLOADED"
-	UploadFailed   = "FAILED"
+	UploadUploaded = uploadmap.OutcomeUploaded
+	UploadFailed   = uploadmap.OutcomeFailed
+	UploadPending  = uploadmap.OutcomePending
 )
 
 // UploadDue summarises the PENDING uploads at the start of a sync run.
@@ -22,8 +30,18 @@ type UploadDue struct {
 	AsOf time.Time
 	// Pending counts PENDING uploads under the prefix, Due those whose next check is due.
 	Pending, Due int64
-	// MaxID is the highest due id (0 when none is due).
-	MaxID int64
+	// MaxSeq is the highest due seq (0 when none is due).
+	MaxSeq int64
+}
+
+// UploadRegister starts tracking PENDING uploads under prefix that the worker has not
+// seen yet (and ones the application set PENDING again); it returns how many.
+func (s *Store) UploadRegister(ctx context.Context, prefix string) (int64, error) {
+	n, err := s.q.UploadCheckRegister(ctx, prefix)
+	if err != nil {
+		return 0, fmt.Errorf("register new pending uploads: %w", err)
+	}
+	return n, nil
 }
 
 // UploadDueSummary counts PENDING and due uploads whose key starts with prefix ("" for all).
@@ -32,37 +50,38 @@ func (s *Store) UploadDueSummary(ctx context.Context, prefix string) (UploadDue,
 	if err != nil {
 		return UploadDue{}, fmt.Errorf("count pending uploads: %w", err)
 	}
-	return UploadDue{AsOf: r.AsOf, Pending: r.Pending, Due: r.Due, MaxID: r.MaxDueID}, nil
+	return UploadDue{AsOf: r.AsOf, Pending: r.Pending, Due: r.Due, MaxSeq: r.MaxDueSeq}, nil
 }
 
 // DueUpload is one PENDING upload to check.
 type DueUpload struct {
-	ID         int64
+	Seq        int64  // the worker's order (keyset)
+	ID         string // the application's id, as text
 	Key        string
-	CreatedAt  time.Time
+	CreatedAt  time.Time // the mapped created_at, else when the worker first saw the row
 	CheckCount int32
 }
 
 // UploadListDue returns up to limit PENDING uploads under prefix that were due at asOf,
-// with afterID < id <= maxID, in id order: one keyset page.
-func (s *Store) UploadListDue(ctx context.Context, prefix string, asOf time.Time, afterID, maxID int64, limit int) ([]DueUpload, error) {
+// with afterSeq < seq <= maxSeq, in seq order: one keyset page.
+func (s *Store) UploadListDue(ctx context.Context, prefix string, asOf time.Time, afterSeq, maxSeq int64, limit int) ([]DueUpload, error) {
 	rows, err := s.q.UploadListDue(ctx, dbsqlc.UploadListDueParams{
-		AfterID: afterID, MaxID: maxID, AsOf: asOf, Prefix: prefix, MaxRows: int32(limit),
+		AfterSeq: afterSeq, MaxSeq: maxSeq, AsOf: asOf, Prefix: prefix, MaxRows: int32(limit),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list due uploads after id %d: %w", afterID, err)
+		return nil, fmt.Errorf("list due uploads after seq %d: %w", afterSeq, err)
 	}
 	out := make([]DueUpload, len(rows))
 	for i, r := range rows {
-		out[i] = DueUpload{ID: r.ID, Key: r.ObjectKey, CreatedAt: r.CreatedAt, CheckCount: r.CheckCount}
+		out[i] = DueUpload{Seq: r.Seq, ID: r.UploadID, Key: r.ObjectKey, CreatedAt: r.CreatedAt, CheckCount: r.CheckCount}
 	}
 	return out, nil
 }
 
 // UploadCheck is the outcome of one upload's check, to be written.
 type UploadCheck struct {
-	ID int64
-	// Status is the new status: UploadUploaded (the object exists), UploadFailed (missing
+	ID string
+	// Status is the outcome: UploadUploaded (the object exists), UploadFailed (missing
 	// past its TTL) or UploadPending (missing, checked again after a backoff).
 	Status      string
 	Size        int64  // UPLOADED only
@@ -80,22 +99,23 @@ type Backoff struct {
 	Tick, Max time.Duration
 }
 
-// UploadMarkChecked writes a batch of check outcomes in one statement. Only rows still
-// PENDING change (an application may have changed one meanwhile); it returns the new
-// status of each row that changed, by id.
-func (s *Store) UploadMarkChecked(ctx context.Context, checks []UploadCheck, b Backoff) (map[int64]string, error) {
+// UploadMarkChecked writes a batch of check outcomes in one statement (the mapping's
+// upload_checks_apply). Only uploads still PENDING in the application's table change, and
+// of those only rows nobody else holds locked (they are checked again next tick); it
+// returns the outcome written for each upload that changed, by id.
+func (s *Store) UploadMarkChecked(ctx context.Context, checks []UploadCheck, b Backoff) (map[string]string, error) {
 	if len(checks) == 0 {
-		return map[int64]string{}, nil
+		return map[string]string{}, nil
 	}
 	if b.From.IsZero() {
 		return nil, fmt.Errorf("mark uploads checked: no backoff base time")
 	}
-	p := dbsqlc.UploadApplyChecksParams{
+	p := dbsqlc.UploadCheckApplyParams{
 		BackoffFrom:  b.From,
 		TickMs:       float64(b.Tick.Milliseconds()),
 		MaxBackoffMs: float64(b.Max.Milliseconds()),
-		Ids:          make([]int64, len(checks)),
-		Statuses:     make([]string, len(checks)),
+		Ids:          make([]string, len(checks)),
+		Outcomes:     make([]string, len(checks)),
 		Sizes:        make([]int64, len(checks)),
 		Etags:        make([]string, len(checks)),
 		ContentTypes: make([]string, len(checks)),
@@ -105,20 +125,62 @@ func (s *Store) UploadMarkChecked(ctx context.Context, checks []UploadCheck, b B
 		switch c.Status {
 		case UploadUploaded, UploadFailed, UploadPending:
 		default:
-			return nil, fmt.Errorf("mark uploads checked: upload %d: invalid status %q", c.ID, c.Status)
+			return nil, fmt.Errorf("mark uploads checked: upload %s: invalid status %q", c.ID, c.Status)
 		}
-		p.Ids[i], p.Statuses[i], p.Sizes[i] = c.ID, c.Status, c.Size
+		p.Ids[i], p.Outcomes[i], p.Sizes[i] = c.ID, c.Status, c.Size
 		p.Etags[i], p.ContentTypes[i], p.Errors[i] = c.ETag, c.ContentType, c.Reason
 	}
-	rows, err := s.q.UploadApplyChecks(ctx, p)
+	rows, err := s.q.UploadCheckApply(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("mark %d uploads checked: %w", len(checks), err)
 	}
-	out := make(map[int64]string, len(rows))
+	out := make(map[string]string, len(rows))
 	for _, r := range rows {
-		out[r.ID] = r.Status
+		if r.Outcome.Valid {
+			out[r.UploadID] = r.Outcome.String
+		} else {
+			out[r.UploadID] = UploadPending
+		}
 	}
 	return out, nil
+}
+
+// UploadState is the worker's bookkeeping for one upload.
+type UploadState struct {
+	CheckCount  int32
+	NextCheckAt time.Time
+	FirstSeenAt time.Time
+	LastError   string
+	Outcome     string // "" while PENDING
+	ResolvedAt  *time.Time
+}
+
+// UploadState returns the worker's state of the upload with this id (ErrNotFound when
+// it has never seen it).
+func (s *Store) UploadState(ctx context.Context, id string) (UploadState, error) {
+	r, err := s.q.UploadCheckGet(ctx, id)
+	if err != nil {
+		return UploadState{}, notFound(err)
+	}
+	return UploadState{CheckCount: r.CheckCount, NextCheckAt: r.NextCheckAt, FirstSeenAt: r.FirstSeenAt,
+		LastError: r.LastError.String, Outcome: r.Outcome.String, ResolvedAt: r.ResolvedAt}, nil
+}
+
+// UploadPruneChecks deletes up to max state rows: first those resolved before before,
+// then those whose upload the application deleted or resolved itself.
+func (s *Store) UploadPruneChecks(ctx context.Context, before time.Time, max int) (int64, error) {
+	n, err := s.q.UploadCheckPruneResolved(ctx, dbsqlc.UploadCheckPruneResolvedParams{Before: &before, MaxRows: int32(max)})
+	if err != nil {
+		return 0, fmt.Errorf("prune resolved upload checks: %w", err)
+	}
+	if n >= int64(max) {
+		return n, nil
+	}
+	m, err := s.q.UploadCheckPruneStale(ctx, int32(int64(max)-n))
+	if err != nil {
+		return n, fmt.Errorf("prune stale upload checks: %w", err)
+	}
+	return n + m, nil
 }
 
 // UploadKeysWithRows returns the subset of keys (object keys as a bucket listing gives
@@ -137,4 +199,77 @@ func (s *Store) UploadKeysWithRows(ctx context.Context, keys []string) (map[stri
 		out[k] = true
 	}
 	return out, nil
+}
+
+// CheckMapping validates m against the catalog and against the mapping `migrate`
+// installed. Problems a user fixes in configuration (or by running migrate) come back as
+// errors.Join of *config.Error naming the variable.
+func (s *Store) CheckMapping(ctx context.Context, m config.UploadsMapping) (*uploadmap.Resolved, error) {
+	r, err := uploadmap.Resolve(ctx, s.db, m)
+	if err != nil {
+		return nil, err
+	}
+	var fp string
+	var raw []byte
+	err = s.db.QueryRow(ctx, `SELECT fingerprint, mapping FROM upload_mapping`).Scan(&fp, &raw)
+	if err != nil {
+		if !errors.Is(err, pgx.ErrNoRows) && !isUndefined(err) {
+			return nil, fmt.Errorf("read upload_mapping: %w", err)
+		}
+		if err := s.SchemaAccess(ctx); err != nil {
+			return nil, err
+		}
+		return nil, &config.Error{Var: "UPLOADS_TABLE", Msg: "no uploads mapping installed in this schema; run `bg-worker migrate`"}
+	}
+	if fp == r.Fingerprint() {
+		return r, nil
+	}
+	var recorded config.UploadsMapping
+	_ = json.Unmarshal(raw, &recorded)
+	return nil, mappingDiff(recorded, m)
+}
+
+// mappingDiff names each variable whose value differs from what migrate installed.
+func mappingDiff(recorded, m config.UploadsMapping) error {
+	var errs []error
+	diff := func(v, was, now string) {
+		if was != now {
+			errs = append(errs, &config.Error{Var: v, Msg: fmt.Sprintf("%q differs from %q, which `bg-worker migrate` installed; run migrate with this configuration (replicas of one fleet must share it)", now, was)})
+		}
+	}
+	diff("UPLOADS_TABLE", recorded.QualifiedTable(), m.QualifiedTable())
+	rc, mc := recorded.Columns(), m.Columns()
+	for i := range mc {
+		diff(mc[i].Var, rc[i].Name, mc[i].Name)
+	}
+	diff("UPLOADS_STATUS_PENDING", recorded.StatusPending, m.StatusPending)
+	diff("UPLOADS_STATUS_UPLOADED", recorded.StatusUploaded, m.StatusUploaded)
+	diff("UPLOADS_STATUS_FAILED", recorded.StatusFailed, m.StatusFailed)
+	if len(errs) == 0 {
+		errs = append(errs, &config.Error{Var: "UPLOADS_TABLE", Msg: fmt.Sprintf("the columns of %s changed type since `bg-worker migrate` installed the mapping; run migrate", m.QualifiedTable())})
+	}
+	return errors.Join(errs...)
+}
+
+// MappingFingerprint is the fingerprint migrate recorded ("" when none).
+func (s *Store) MappingFingerprint(ctx context.Context) (string, error) {
+	return migrations.MappingFingerprint(ctx, s.db)
+}
+
+// SchemaAccess reports a worker schema this session cannot use: PostgreSQL silently
+// skips a search_path entry without USAGE, which would otherwise read as "nothing
+// migrated yet".
+func (s *Store) SchemaAccess(ctx context.Context) error {
+	var schema string
+	var exists, usage bool
+	err := s.db.QueryRow(ctx, `SELECT n.name, n.oid IS NOT NULL, coalesce(has_schema_privilege(n.oid, 'USAGE'), false)
+		FROM (SELECT trim(both '"' from current_setting('search_path')) AS name) p
+		CROSS JOIN LATERAL (SELECT p.name, (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = p.name) AS oid) n`).Scan(&schema, &exists, &usage)
+	if err != nil {
+		return fmt.Errorf("check schema access: %w", err)
+	}
+	if exists && !usage {
+		return &config.Error{Var: "DATABASE_SCHEMA", Msg: fmt.Sprintf("this role has no USAGE on schema %q (GRANT USAGE ON SCHEMA %s TO …)", schema, pgx.Identifier{schema}.Sanitize())}
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/localstack"
 	"github.com/bg-worker/bg-worker/migrations"
 )
@@ -87,14 +88,28 @@ func NewPostgresServer(t testing.TB) *PostgresServer {
 
 // URL returns the URL of database dbname on this server, e.g.
 // postgres://postgres@127.0.0.1:PORT/dbname?sslmode=disable.
+//
+// Sessions opened with it have search_path = bg_worker, public, so a test's own SQL can
+// name the worker's tables (job_runs) and the default uploads table alike; the worker's
+// own pool sets search_path to its schema whatever the URL says.
 func (s *PostgresServer) URL(dbname string) string {
+	raw := ""
 	if s.ext != nil {
 		u := *s.ext
 		u.Path = "/" + dbname
 		u.RawPath = ""
-		return u.String()
+		raw = u.String()
+	} else {
+		raw = s.pg.URL(dbname)
 	}
-	return s.pg.URL(dbname)
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	q := u.Query()
+	q.Set("search_path", config.DefaultSchema+",public")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // adminURL is where testenv connects to create and drop databases.
@@ -223,7 +238,7 @@ func (s *PostgresServer) template(ctx context.Context) (string, error) {
 			return
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
-		if _, err := migrations.Apply(ctx, conn); err != nil {
+		if _, err := migrations.Apply(ctx, conn, migrations.DefaultOptions()); err != nil {
 			s.tplErr = fmt.Errorf("migrate template %s: %w", name, err)
 		}
 	})

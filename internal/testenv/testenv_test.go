@@ -121,7 +121,8 @@ func TestEmptyDatabaseURL(t *testing.T) {
 	if err != nil || v != 0 {
 		t.Fatalf("Current = %d, %v; want 0, nil", v, err)
 	}
-	applied, err := migrations.Apply(context.Background(), conn)
+	res, err := migrations.Apply(context.Background(), conn, migrations.DefaultOptions())
+	applied := res.Applied
 	if err != nil || len(applied) == 0 {
 		t.Fatalf("Apply = %v, %v", applied, err)
 	}
@@ -207,7 +208,7 @@ func TestPostgresServerRestart(t *testing.T) {
 	if err := conn.Ping(ctx); err != nil {
 		t.Fatalf("after Start: %v", err)
 	}
-	if got := srv.URL("postgres"); !strings.HasPrefix(got, "postgres://postgres@127.0.0.1:") || !strings.HasSuffix(got, "/postgres?sslmode=disable") {
+	if got := srv.URL("postgres"); !strings.HasPrefix(got, "postgres://postgres@127.0.0.1:") || !strings.Contains(got, "/postgres?") || !strings.Contains(got, "sslmode=disable") || !strings.Contains(got, "search_path=bg_worker%2Cpublic") {
 		t.Fatalf("URL(postgres) = %s", got)
 	}
 }

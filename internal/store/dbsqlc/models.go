@@ -36,9 +36,50 @@ type Upload struct {
 	CreatedAt   time.Time   `json:"created_at"`
 	UpdatedAt   time.Time   `json:"updated_at"`
 	VerifiedAt  *time.Time  `json:"verified_at"`
-	CheckCount  int32       `json:"check_count"`
-	NextCheckAt time.Time   `json:"next_check_at"`
-	LastError   pgtype.Text `json:"last_error"`
+}
+
+type UploadCheck struct {
+	Seq           int64       `json:"seq"`
+	UploadID      string      `json:"upload_id"`
+	FirstSeenAt   time.Time   `json:"first_seen_at"`
+	CheckCount    int32       `json:"check_count"`
+	NextCheckAt   time.Time   `json:"next_check_at"`
+	LastCheckedAt *time.Time  `json:"last_checked_at"`
+	LastError     pgtype.Text `json:"last_error"`
+	Outcome       pgtype.Text `json:"outcome"`
+	ResolvedAt    *time.Time  `json:"resolved_at"`
+}
+
+type UploadChecksStale struct {
+	Seq      int64  `json:"seq"`
+	UploadID string `json:"upload_id"`
+}
+
+type UploadKey struct {
+	ObjectKey string `json:"object_key"`
+}
+
+type UploadMapping struct {
+	Singleton   bool            `json:"singleton"`
+	TableName   string          `json:"table_name"`
+	IDColumn    string          `json:"id_column"`
+	Mapping     json.RawMessage `json:"mapping"`
+	Fingerprint string          `json:"fingerprint"`
+	InstalledAt time.Time       `json:"installed_at"`
+}
+
+type UploadsDue struct {
+	Seq         int64     `json:"seq"`
+	UploadID    string    `json:"upload_id"`
+	ObjectKey   string    `json:"object_key"`
+	CreatedAt   time.Time `json:"created_at"`
+	CheckCount  int32     `json:"check_count"`
+	NextCheckAt time.Time `json:"next_check_at"`
+}
+
+type UploadsPending struct {
+	UploadID  string `json:"upload_id"`
+	ObjectKey string `json:"object_key"`
 }
 
 type WorkerJob struct {

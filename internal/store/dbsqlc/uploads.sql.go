@@ -10,103 +10,30 @@ import (
 	"time"
 )
 
-const uploadApplyChecks = `-- name: UploadApplyChecks :many
-UPDATE uploads AS u
-SET status        = c.status,
-    size_bytes    = CASE WHEN c.status = 'UPLOADED' THEN c.size_bytes ELSE u.size_bytes END,
-    etag          = CASE WHEN c.status = 'UPLOADED' THEN nullif(c.etag, '') ELSE u.etag END,
-    content_type  = CASE WHEN c.status = 'UPLOADED' THEN nullif(c.content_type, '') ELSE u.content_type END,
-    verified_at   = CASE WHEN c.status = 'UPLOADED' THEN now() ELSE u.verified_at END,
-    check_count   = u.check_count + 1,
-    next_check_at = CASE WHEN c.status = 'PENDING'
-                         THEN $1::timestamptz + least($2::float8,
-                                            $3::float8 * power(2::float8, least(u.check_count, 40)::float8))
-                                      * interval '1 millisecond'
-                         ELSE u.next_check_at END,
-    last_error    = CASE WHEN c.status = 'FAILED' THEN nullif(c.last_error, '') ELSE NULL END,
-    updated_at    = now()
-FROM (SELECT unnest($4::bigint[])         AS id,
-             unnest($5::text[])       AS status,
-             unnest($6::bigint[])        AS size_bytes,
-             unnest($7::text[])          AS etag,
-             unnest($8::text[])  AS content_type,
-             unnest($9::text[])         AS last_error) AS c
-WHERE u.id = c.id AND u.status = 'PENDING'
-RETURNING u.id, u.status
-`
-
-type UploadApplyChecksParams struct {
-	BackoffFrom  time.Time `json:"backoff_from"`
-	MaxBackoffMs float64   `json:"max_backoff_ms"`
-	TickMs       float64   `json:"tick_ms"`
-	Ids          []int64   `json:"ids"`
-	Statuses     []string  `json:"statuses"`
-	Sizes        []int64   `json:"sizes"`
-	Etags        []string  `json:"etags"`
-	ContentTypes []string  `json:"content_types"`
-	Errors       []string  `json:"errors"`
-}
-
-type UploadApplyChecksRow struct {
-	ID     int64  `json:"id"`
-	Status string `json:"status"`
-}
-
-// Writes one batch of sync-uploads results in one statement. Each input row carries the
-// new status its HEAD decided: UPLOADED (with size, ETag, content type), FAILED (with the
-// reason), or PENDING (still missing: check_count + 1 and next_check_at = @backoff_from
-// plus @tick_ms doubled per earlier check, at most @max_backoff_ms). Only rows still
-// PENDING change; the rows that did are returned with their new status. An empty ETag
-// or content type is stored as NULL (some stores give none).
-func (q *Queries) UploadApplyChecks(ctx context.Context, arg UploadApplyChecksParams) ([]UploadApplyChecksRow, error) {
-	rows, err := q.db.Query(ctx, uploadApplyChecks,
-		arg.BackoffFrom,
-		arg.MaxBackoffMs,
-		arg.TickMs,
-		arg.Ids,
-		arg.Statuses,
-		arg.Sizes,
-		arg.Etags,
-		arg.ContentTypes,
-		arg.Errors,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []UploadApplyChecksRow{}
-	for rows.Next() {
-		var i UploadApplyChecksRow
-		if err := rows.Scan(&i.ID, &i.Status); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const uploadDueSummary = `-- name: UploadDueSummary :one
+
 SELECT now()::timestamptz AS as_of,
-       count(*) AS pending,
-       count(*) FILTER (WHERE next_check_at <= now()) AS due,
-       coalesce(max(id) FILTER (WHERE next_check_at <= now()), 0)::bigint AS max_due_id
-FROM uploads
-WHERE status = 'PENDING' AND starts_with(object_key, $1::text)
+       (SELECT count(*) FROM uploads_pending p WHERE starts_with(p.object_key, $1::text))::bigint AS pending,
+       count(*) AS due,
+       coalesce(max(d.seq), 0)::bigint AS max_due_seq
+FROM uploads_due d
+WHERE d.next_check_at <= now() AND starts_with(d.object_key, $1::text)
 `
 
 type UploadDueSummaryRow struct {
-	AsOf     time.Time `json:"as_of"`
-	Pending  int64     `json:"pending"`
-	Due      int64     `json:"due"`
-	MaxDueID int64     `json:"max_due_id"`
+	AsOf      time.Time `json:"as_of"`
+	Pending   int64     `json:"pending"`
+	Due       int64     `json:"due"`
+	MaxDueSeq int64     `json:"max_due_seq"`
 }
 
+// Queries over the application's uploads table. They never name it: they read the views
+// that `migrate` renders from the UPLOADS_* mapping into the worker's schema (see
+// internal/uploadmap), whose columns are the same for every mapping.
 // Start of a sync-uploads run: the database clock (the run's "as of" time), how many
-// uploads under the prefix are PENDING, how many of them are due, and the highest due id
-// (the run checks ids up to it, so rows inserted while it runs wait for the next tick).
+// uploads under the prefix are PENDING in the application's table, how many of them are
+// due, and the highest due seq (the run checks up to it, so rows registered while it runs
+// wait for the next tick).
 func (q *Queries) UploadDueSummary(ctx context.Context, prefix string) (UploadDueSummaryRow, error) {
 	row := q.db.QueryRow(ctx, uploadDueSummary, prefix)
 	var i UploadDueSummaryRow
@@ -114,25 +41,26 @@ func (q *Queries) UploadDueSummary(ctx context.Context, prefix string) (UploadDu
 		&i.AsOf,
 		&i.Pending,
 		&i.Due,
-		&i.MaxDueID,
+		&i.MaxDueSeq,
 	)
 	return i, err
 }
 
 const uploadKeysWithRows = `-- name: UploadKeysWithRows :many
-SELECT u.object_key
-FROM uploads u
-WHERE u.object_key = ANY($1::text[])
+SELECT k.object_key::text AS object_key
+FROM upload_keys k
+WHERE k.object_key = ANY($1::text[])
 UNION
-SELECT ltrim(regexp_replace(u.object_key, '/+', '/', 'g'), '/')::text
-FROM uploads u
-WHERE (u.object_key LIKE '/%' OR u.object_key LIKE '%//%')
-  AND ltrim(regexp_replace(u.object_key, '/+', '/', 'g'), '/') = ANY($1::text[])
+SELECT ltrim(regexp_replace(k.object_key, '/+', '/', 'g'), '/')::text
+FROM upload_keys k
+WHERE (k.object_key LIKE '/%' OR k.object_key LIKE '%//%')
+  AND ltrim(regexp_replace(k.object_key, '/+', '/', 'g'), '/') = ANY($1::text[])
 `
 
-// Of these listed object keys, the ones an upload row claims: exactly (object_key's unique
-// index), or after the normalisation some stores apply to keys with a leading or repeated
-// '/' (uploads_normalized_key_idx; the expression and predicate must match that index).
+// Of these listed object keys, the ones an upload row claims: exactly (the application's
+// unique index on its key column), or after the normalisation some stores apply to keys
+// with a leading or repeated '/' (the default table's uploads_normalized_key_idx; the
+// expression and predicate must match that index).
 func (q *Queries) UploadKeysWithRows(ctx context.Context, keys []string) ([]string, error) {
 	rows, err := q.db.Query(ctx, uploadKeysWithRows, keys)
 	if err != nil {
@@ -154,37 +82,37 @@ func (q *Queries) UploadKeysWithRows(ctx context.Context, keys []string) ([]stri
 }
 
 const uploadListDue = `-- name: UploadListDue :many
-SELECT id, object_key, created_at, check_count
-FROM uploads
-WHERE status = 'PENDING'
-  AND id > $1 AND id <= $2
+SELECT seq, upload_id, object_key, created_at, check_count
+FROM uploads_due
+WHERE seq > $1 AND seq <= $2
   AND next_check_at <= $3
   AND starts_with(object_key, $4::text)
-ORDER BY id
+ORDER BY seq
 LIMIT $5
 `
 
 type UploadListDueParams struct {
-	AfterID int64     `json:"after_id"`
-	MaxID   int64     `json:"max_id"`
-	AsOf    time.Time `json:"as_of"`
-	Prefix  string    `json:"prefix"`
-	MaxRows int32     `json:"max_rows"`
+	AfterSeq int64     `json:"after_seq"`
+	MaxSeq   int64     `json:"max_seq"`
+	AsOf     time.Time `json:"as_of"`
+	Prefix   string    `json:"prefix"`
+	MaxRows  int32     `json:"max_rows"`
 }
 
 type UploadListDueRow struct {
-	ID         int64     `json:"id"`
+	Seq        int64     `json:"seq"`
+	UploadID   string    `json:"upload_id"`
 	ObjectKey  string    `json:"object_key"`
 	CreatedAt  time.Time `json:"created_at"`
 	CheckCount int32     `json:"check_count"`
 }
 
-// One keyset page of PENDING uploads under the prefix that were due at @as_of, by id
-// (uploads_pending_id_idx).
+// One keyset page of PENDING uploads under the prefix that were due at @as_of, by the
+// worker's seq (upload_checks_open_seq_idx), each joined to its application row by id.
 func (q *Queries) UploadListDue(ctx context.Context, arg UploadListDueParams) ([]UploadListDueRow, error) {
 	rows, err := q.db.Query(ctx, uploadListDue,
-		arg.AfterID,
-		arg.MaxID,
+		arg.AfterSeq,
+		arg.MaxSeq,
 		arg.AsOf,
 		arg.Prefix,
 		arg.MaxRows,
@@ -197,7 +125,8 @@ func (q *Queries) UploadListDue(ctx context.Context, arg UploadListDueParams) ([
 	for rows.Next() {
 		var i UploadListDueRow
 		if err := rows.Scan(
-			&i.ID,
+			&i.Seq,
+			&i.UploadID,
 			&i.ObjectKey,
 			&i.CreatedAt,
 			&i.CheckCount,
