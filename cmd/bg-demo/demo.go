@@ -16,8 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bg-worker/bg-worker/internal/appshapes"
 	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/localstack"
 )
@@ -43,6 +45,14 @@ type demo struct {
 	db        *pgxpool.Pool
 	seed      *seedPlan
 
+	// shape is the uploads table the demo seeds and reads: appshapes.Default, or the
+	// application table of --app-table, created before migrate and mapped with its
+	// UPLOADS_* variables.
+	shape appshapes.Shape
+	// appRelations are the relations outside the worker's schema after the application
+	// table was created and before migrate: with --app-table, the worker must add none.
+	appRelations []string
+
 	replicas []*replica
 	exits    chan *proc
 	readyWG  sync.WaitGroup
@@ -60,7 +70,10 @@ type demo struct {
 }
 
 func newDemo(opts options, stdout io.Writer) *demo {
-	d := &demo{opts: opts, out: newConsole(stdout, opts.color), exits: make(chan *proc, 256)}
+	d := &demo{opts: opts, out: newConsole(stdout, opts.color), exits: make(chan *proc, 256), shape: appshapes.Default}
+	if s, ok := appshapes.Lookup(opts.appTable); ok {
+		d.shape = s
+	}
 	if n := len(fmt.Sprintf("replica-%d", opts.replicas)); n > d.out.width {
 		d.out.width = n
 	}
@@ -132,7 +145,7 @@ func (d *demo) run(ctx context.Context, stdin io.Reader) int {
 		return 0
 	}
 	if d.opts.duration > 0 {
-		d.out.demo("OK: every replica started, runs happened, one runner per job per tick, nothing left running")
+		d.out.demo("OK: every replica started, runs happened, one runner per job per tick, seeded uploads as expected, nothing left running")
 	}
 	return 0
 }
@@ -189,12 +202,15 @@ func (d *demo) setup(ctx context.Context) error {
 		return err
 	}
 
+	if err := d.createAppTable(ctx); err != nil {
+		return err
+	}
 	base := d.childEnv()
-	if err := d.runTool(ctx, "migrate", append(base, "DATABASE_URL="+d.dbURL), "migrate"); err != nil {
+	if err := d.runTool(ctx, "migrate", append(append(base, "DATABASE_URL="+d.dbURL), d.shape.EnvList()...), "migrate"); err != nil {
 		return err
 	}
 	t = time.Now()
-	if d.seed, err = seed(ctx, d.db, d.s3, bucketName, d.opts.uploads); err != nil {
+	if d.seed, err = seed(ctx, d.db, d.shape, d.s3, bucketName, d.opts.uploads); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
 	d.out.demoBlock(d.seed.describe(time.Since(t), d.opts))
@@ -215,13 +231,24 @@ func (d *demo) setup(ctx context.Context) error {
 	if err := d.runTool(ctx, "jobs", d.replicas[0].env, "jobs"); err != nil {
 		return err
 	}
-	d.out.demoBlock([]string{
+	// status checks the mapping like a replica does, so the command it prints carries the
+	// same UPLOADS_* variables.
+	mapping := ""
+	for _, kv := range d.shape.EnvList() {
+		mapping += kv + " "
+	}
+	inspect := []string{
 		"Inspect it from another terminal while it runs:",
 		fmt.Sprintf("  psql '%s' -c 'SELECT * FROM bg_worker.worker_lock_holders'", d.dbURL),
-		fmt.Sprintf("  DATABASE_URL='%s' %s status", d.dbURL, d.workerBin),
+	}
+	if d.opts.appTable != "" {
+		inspect = append(inspect, fmt.Sprintf("  psql '%s' -c '%s'", d.dbURL, strings.ReplaceAll(d.shape.CountSQL(), "'", `'\''`)))
+	}
+	d.out.demoBlock(append(inspect,
+		fmt.Sprintf("  %sDATABASE_URL='%s' %s status", mapping, d.dbURL, d.workerBin),
 		fmt.Sprintf("  curl -s http://%s/metrics | grep ^bgworker_", d.replicas[0].addr),
 		"Type k⏎ to kill -9 the current leader, r⏎ to restart replicas that are down, s⏎ for lock holders now, q⏎ or Ctrl-C to stop.",
-	})
+	))
 	d.mu.Lock()
 	dirs := strings.Join(d.dirs, " ")
 	d.mu.Unlock()
@@ -232,6 +259,48 @@ func (d *demo) setup(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// createAppTable creates the --app-table shape's table with the application's own DDL,
+// before migrate, as an existing application has it; and remembers what exists outside
+// the worker's schema, so that the summary can show migrate and the replicas added
+// nothing there.
+func (d *demo) createAppTable(ctx context.Context) error {
+	if d.opts.appTable == "" {
+		return nil
+	}
+	// Setup may hold several statements: Exec without arguments sends them as one
+	// simple-protocol query.
+	if _, err := d.db.Exec(ctx, d.shape.Setup); err != nil {
+		return fmt.Errorf("create the application table %s: %w", d.shape.Table, err)
+	}
+	var err error
+	if d.appRelations, err = d.relationsOutsideWorker(ctx); err != nil {
+		return err
+	}
+	d.out.demoBlock([]string{
+		fmt.Sprintf("application table (--app-table %s): %s", d.shape.Name, d.shape.About),
+		fmt.Sprintf("  created %s with the application's DDL; migrate and every replica map it with", d.shape.Table),
+		"  " + strings.Join(d.shape.EnvList(), " "),
+	})
+	return nil
+}
+
+// relationsOutsideWorker lists the relations (tables, views, indexes, sequences, types'
+// tables) outside the worker's schema, as schema.name:kind.
+func (d *demo) relationsOutsideWorker(ctx context.Context) ([]string, error) {
+	rows, err := d.db.Query(ctx, `SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'bg_worker') AND n.nspname NOT LIKE 'pg_toast%'
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list relations: %w", err)
+	}
+	rels, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list relations: %w", err)
+	}
+	return rels, nil
 }
 
 // startReplica starts a process for r and waits for its readiness in the background.
@@ -499,7 +568,8 @@ func (d *demo) childEnv() []string {
 // workerEnv is what every replica shares.
 func (d *demo) workerEnv(base []string) []string {
 	orphanEvery := max(5*d.opts.interval, 10*time.Second)
-	return append(append([]string(nil), base...),
+	env := append(append([]string(nil), base...), d.shape.EnvList()...)
+	return append(env,
 		"DATABASE_URL="+d.dbURL,
 		"R2_ENDPOINT="+d.s3.Endpoint,
 		"R2_REGION="+d.s3.Region,

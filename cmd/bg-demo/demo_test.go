@@ -276,6 +276,51 @@ func TestDemoBounded(t *testing.T) {
 	t.Logf("bounded demo took %s", time.Since(start).Round(time.Millisecond))
 }
 
+// TestDemoAppTable runs the bounded demo against an application's own table, Prisma's
+// "Upload" (text ids, an enum status, camelCase columns): created before migrate, mapped
+// with UPLOADS_*, seeded with the application's columns. It must exit 0 with the usual
+// checks, the seeded rows of "Upload" must have become UPLOADED and FAILED as their
+// objects dictate, and the worker must have added nothing outside its schema.
+func TestDemoAppTable(t *testing.T) {
+	needTools(t)
+	t.Parallel()
+	_, worker := binaries(t)
+	d := startDemo(t, "--worker-bin", worker, "--app-table", "prisma", "--duration", "12s", "--interval", "1s",
+		"--uploads", "40", "--replicas", "2", "--status-every", "4s")
+	if code := d.wait(2 * time.Minute); code != 0 {
+		t.Fatalf("bg-demo exited %d, want 0", code)
+	}
+	out := d.output()
+	for _, want := range []string{
+		`application table (--app-table prisma): Prisma's "Upload"`,
+		"UPLOADS_CREATED_AT_COLUMN=createdAt UPLOADS_KEY_COLUMN=objectKey UPLOADS_SIZE_COLUMN=sizeBytes UPLOADS_TABLE=Upload UPLOADS_UPDATED_AT_COLUMN=updatedAt",
+		`seeded 40 upload rows into public."Upload"`,
+		`uploads (public."Upload"): `,
+		"outside bg_worker: the application's",
+		"nothing added by migrate or the replicas",
+		"tick windows with more than one scheduled run: 0",
+		"OK: every replica started",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "PROBLEMS:") {
+		t.Errorf("the demo reported problems")
+	}
+	// The final counts, in the enum's values, read from "Upload" itself.
+	m := regexp.MustCompile(`uploads \(public\."Upload"\) now: (\d+) FAILED · (?:(\d+) PENDING · )?(\d+) UPLOADED`).FindStringSubmatch(out)
+	if m == nil || m[1] == "0" || m[3] == "0" {
+		t.Errorf(`no final counts of "Upload" with both FAILED and UPLOADED rows: %v`, m)
+	}
+	// Every seeded row as its object dictates: present ones UPLOADED, expired ones FAILED.
+	exp := regexp.MustCompile(`seeded rows in public\."Upload" as expected: (\d+)/(\d+) present → UPLOADED, (\d+)/(\d+) expired → FAILED, (\d+)/(\d+) missing still PENDING`).FindStringSubmatch(out)
+	if exp == nil || exp[1] != exp[2] || exp[3] != exp[4] || exp[5] != exp[6] || exp[2] == "0" || exp[4] == "0" {
+		t.Errorf("seeded rows not as expected: %v", exp)
+	}
+	assertNothingLeft(t, out, 5*time.Second)
+}
+
 // TestDemoInterrupt is the interactive path: Ctrl-C (SIGINT) stops everything and exits 0.
 func TestDemoInterrupt(t *testing.T) {
 	needTools(t)
@@ -317,12 +362,12 @@ func TestDemoKilled(t *testing.T) {
 // TestFlags: bad flags are usage errors (exit 2), one line per flag.
 func TestFlags(t *testing.T) {
 	var stderr bytes.Buffer
-	code := run(context.Background(), []string{"--replicas", "0", "--interval", "10ms", "--duration", "5s", "--kill-after", "9s"},
-		nil, io.Discard, &stderr)
+	code := run(context.Background(), []string{"--replicas", "0", "--interval", "10ms", "--duration", "5s", "--kill-after", "9s",
+		"--app-table", "django"}, nil, io.Discard, &stderr)
 	if code != 2 {
 		t.Fatalf("exit %d, want 2", code)
 	}
-	for _, want := range []string{"--replicas", "--interval", "--kill-after"} {
+	for _, want := range []string{"--replicas", "--interval", "--kill-after", "--app-table: must be one of prisma, snake-uuid, existing-uploads"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %s:\n%s", want, stderr.String())
 		}

@@ -9,6 +9,7 @@
 //	go run ./cmd/bg-demo --replicas 5 --interval 1s --uploads 1000
 //	go run ./cmd/bg-demo --kill-after 15s  # kill -9 the leader, watch a standby take over
 //	go run ./cmd/bg-demo --duration 20s    # bounded: exit 1 unless it all worked (CI)
+//	go run ./cmd/bg-demo --app-table prisma # an application's own table, mapped with UPLOADS_*
 //
 // While it runs, type a letter and Enter: k kills (SIGKILL) the current leader, r restarts
 // replicas that are down, s prints the lock holders now, q quits.
@@ -25,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bg-worker/bg-worker/internal/appshapes"
 )
 
 func main() {
@@ -51,6 +54,7 @@ type options struct {
 	logLevel        string
 	orphanDelete    bool
 	color           string
+	appTable        string // "": the default public.uploads that migrate creates
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -60,7 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.replicas, "replicas", 3, "bg-worker replicas to run")
 	fs.DurationVar(&o.interval, "interval", 2*time.Second, "tick of sync-uploads (WORKER_INTERVAL_MS)")
 	fs.IntVar(&o.uploads, "uploads", 200, "upload rows to seed (objects, orphans and odd keys scale with it)")
-	fs.DurationVar(&o.duration, "duration", 0, "stop after this long and exit 1 unless every replica started, runs happened and nothing is left running (0: until Ctrl-C)")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after this long and exit 1 unless every replica started, runs happened, the seeded uploads reached their expected status and nothing is left running (0: until Ctrl-C)")
 	fs.DurationVar(&o.killAfter, "kill-after", 0, "kill -9 the leader of the fastest job after this long, to show a standby taking over (0: off; key k does it any time)")
 	fs.DurationVar(&o.statusEvery, "status-every", 5*time.Second, "how often to print worker_lock_holders")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "SHUTDOWN_TIMEOUT of the replicas")
@@ -69,6 +73,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "LOG_LEVEL of the replicas (debug shows one line per upload)")
 	fs.BoolVar(&o.orphanDelete, "orphan-delete", false, "ORPHAN_DELETE of the replicas: delete old orphan objects instead of only reporting them")
 	fs.StringVar(&o.color, "color", "auto", "color the replica prefixes: auto, always, never")
+	fs.StringVar(&o.appTable, "app-table", "", "run against an application's own uploads table, created before migrate and mapped with UPLOADS_*: "+
+		strings.Join(appshapes.Names(), ", ")+" (default: none, the public.uploads that migrate creates)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: bg-demo [flags]\n\nRuns PostgreSQL, versitygw and N bg-worker replicas locally; see README.md.\nWhile it runs, type k⏎ to kill the leader, r⏎ to restart replicas that are down, s⏎ for lock holders, q⏎ to quit.\n\nflags:\n")
 		fs.PrintDefaults()
@@ -110,6 +116,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case "auto", "always", "never":
 	default:
 		errs = append(errs, "--color: must be auto, always or never")
+	}
+	if _, ok := appshapes.Lookup(o.appTable); o.appTable != "" && !ok {
+		errs = append(errs, "--app-table: must be one of "+strings.Join(appshapes.Names(), ", ")+" (or unset for the default public.uploads)")
 	}
 	if len(errs) > 0 {
 		for _, e := range errs {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bg-worker/bg-worker/internal/appshapes"
 	"github.com/bg-worker/bg-worker/internal/localstack"
 )
 
@@ -46,15 +47,29 @@ type object struct {
 	body []byte
 }
 
-// seedPlan is what seed put in place, for the narration and for the late arrivals.
+// outcome is what the worker must make of a seeded row once a sync-uploads run has
+// completed.
+type outcome int
+
+const (
+	wantUploaded  outcome = iota // its object was there from the start
+	wantFailed                   // missing and older than SYNC_PENDING_TTL
+	wantPending                  // missing and young: checked again later
+	wantNotFailed                // late: its object arrives after the start (UPLOADED once checked again)
+)
+
+// seedPlan is what seed put in place, for the narration, the late arrivals and the
+// end-of-run check of the rows' statuses.
 type seedPlan struct {
 	rows, objects int
 	lines         []string
 	late          []object // rows whose object arrives a few ticks after the start
+	expect        map[string]outcome
 }
 
-// seed writes upload rows and bucket objects: a mix the worker must sort out.
-func seed(ctx context.Context, db *pgxpool.Pool, s3s *localstack.Versitygw, bucket string, n int) (*seedPlan, error) {
+// seed writes upload rows into the shape's table and bucket objects: a mix the worker
+// must sort out.
+func seed(ctx context.Context, db *pgxpool.Pool, shape appshapes.Shape, s3s *localstack.Versitygw, bucket string, n int) (*seedPlan, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := time.Now()
 	var (
@@ -63,7 +78,7 @@ func seed(ctx context.Context, db *pgxpool.Pool, s3s *localstack.Versitygw, buck
 		viaAPI   []object
 		onDisk   []object
 		oldFiles = map[string]bool{}
-		plan     = &seedPlan{}
+		plan     = &seedPlan{expect: map[string]outcome{}}
 	)
 	body := func() []byte {
 		b := make([]byte, 256+rng.IntN(3840))
@@ -73,7 +88,8 @@ func seed(ctx context.Context, db *pgxpool.Pool, s3s *localstack.Versitygw, buck
 		return b
 	}
 	exts := []string{"jpg", "png", "pdf", "mp4", "txt"}
-	addRow := func(key string, age time.Duration) {
+	addRow := func(key string, age time.Duration, want outcome) {
+		plan.expect[key] = want
 		rowKeys = append(rowKeys, key)
 		rowTimes = append(rowTimes, now.Add(-age))
 	}
@@ -103,30 +119,32 @@ func seed(ctx context.Context, db *pgxpool.Pool, s3s *localstack.Versitygw, buck
 	recent := func() time.Duration { return time.Duration(rng.IntN(600)) * time.Second }
 	for range counts["present"] {
 		k := key("present")
-		addRow(k, recent())
+		addRow(k, recent(), wantUploaded)
 		viaAPI = append(viaAPI, object{k, body()})
 	}
 	for range counts["no-etag"] {
 		k := key("no-etag")
-		addRow(k, recent())
+		addRow(k, recent(), wantUploaded)
 		onDisk = append(onDisk, object{k, body()})
 	}
 	for range counts["missing"] {
-		addRow(key("missing"), recent())
+		addRow(key("missing"), recent(), wantPending)
 	}
 	for range counts["expired"] {
-		addRow(key("expired"), 25*time.Hour)
+		addRow(key("expired"), 25*time.Hour, wantFailed)
 	}
 	for range counts["late"] {
 		k := key("late")
-		addRow(k, recent())
+		addRow(k, recent(), wantNotFailed)
 		plan.late = append(plan.late, object{k, body()})
 	}
 	for j, name := range oddNames[:odd] {
 		k := prefix + "odd/" + name
-		addRow(k, recent())
 		if j%2 == 0 {
+			addRow(k, recent(), wantUploaded)
 			viaAPI = append(viaAPI, object{k, body()})
+		} else {
+			addRow(k, recent(), wantPending)
 		}
 	}
 	orphans := 0
@@ -150,11 +168,11 @@ func seed(ctx context.Context, db *pgxpool.Pool, s3s *localstack.Versitygw, buck
 		viaAPI = append(viaAPI, object{fmt.Sprintf("other-app/report-%d.csv", j+1), body()})
 	}
 
-	// Rows first, as an application would write them before the client uploads.
+	// Rows first, as an application would write them before the client uploads: one
+	// set-based statement in the shape's own columns and defaults.
 	if len(rowKeys) > 0 {
-		if _, err := db.Exec(ctx, `INSERT INTO uploads (object_key, created_at, updated_at)
-			SELECT k, c, c FROM unnest($1::text[], $2::timestamptz[]) AS t(k, c)`, rowKeys, rowTimes); err != nil {
-			return nil, fmt.Errorf("insert uploads: %w", err)
+		if _, err := db.Exec(ctx, shape.InsertMany, rowKeys, rowTimes); err != nil {
+			return nil, fmt.Errorf("insert into %s: %w", shape.Table, err)
 		}
 	}
 	if err := putObjects(ctx, s3s.Client(), bucket, viaAPI); err != nil {
@@ -179,13 +197,15 @@ func seed(ctx context.Context, db *pgxpool.Pool, s3s *localstack.Versitygw, buck
 	plan.rows = len(rowKeys)
 	plan.objects = len(viaAPI) + len(onDisk)
 
-	header := []string{fmt.Sprintf("seeded %d upload rows and %d objects in bucket %s (R2_PREFIX=%s):", plan.rows, plan.objects, bucket, prefix)}
+	header := []string{fmt.Sprintf("seeded %d upload rows into %s and %d objects in bucket %s (R2_PREFIX=%s):",
+		plan.rows, shape.Table, plan.objects, bucket, prefix)}
 	plan.lines = append(header, plan.lines...)
-	say(counts["present"], "present: row PENDING, object uploaded through the S3 API → UPLOADED with size and ETag")
-	say(counts["no-etag"], "present, written straight to disk (the store gives no ETag) → UPLOADED, etag empty")
-	say(counts["missing"], "missing, row a few minutes old → stays PENDING, checked again with backoff")
-	say(counts["expired"], "missing, row 25h old → FAILED (older than SYNC_PENDING_TTL=24h)")
-	say(counts["late"], "late: object arrives a few ticks after the start → PENDING, then UPLOADED")
+	pending, uploaded, failed := shape.Pending, shape.Uploaded, shape.Failed
+	say(counts["present"], "present: row %s, object uploaded through the S3 API → %s (with size and ETag where mapped)", pending, uploaded)
+	say(counts["no-etag"], "present, written straight to disk (the store gives no ETag) → %s, etag empty", uploaded)
+	say(counts["missing"], "missing, row a few minutes old → stays %s, checked again with backoff", pending)
+	say(counts["expired"], "missing, row 25h old → %s (older than SYNC_PENDING_TTL=24h)", failed)
+	say(counts["late"], "late: object arrives a few ticks after the start → %s, then %s", pending, uploaded)
 	say(odd, "odd keys (spaces, unicode, + & = %% ? #, quotes, 200-byte names, deep paths, //), half of them present")
 	say((orphans+1)/2, "orphan objects (no row) older than ORPHAN_MIN_AGE=%s → reported by the orphan scan", orphanMinAge)
 	say(orphans/2, "orphan objects (no row) younger than ORPHAN_MIN_AGE → left alone (an upload may be in flight)")

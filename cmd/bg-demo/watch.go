@@ -100,14 +100,23 @@ func (d *demo) countsLine(ctx context.Context) string {
 			down = append(down, r.name)
 		}
 	}
-	s := fmt.Sprintf("uploads: %s │ runs: %s │ replicas up: %d/%d",
-		d.countBy(ctx, `SELECT status, count(*) FROM uploads GROUP BY status ORDER BY status`),
+	s := fmt.Sprintf("%s: %s │ runs: %s │ replicas up: %d/%d", d.uploadsLabel(),
+		d.countBy(ctx, d.shape.CountSQL()),
 		d.countBy(ctx, `SELECT status, count(*) FROM bg_worker.job_runs GROUP BY status ORDER BY count(*) DESC, status`),
 		up, len(d.replicas))
 	if len(down) > 0 {
 		s += " (down: " + strings.Join(down, ", ") + ")"
 	}
 	return s
+}
+
+// uploadsLabel names the uploads table in the status lines: "uploads" for the default
+// table, and the application's table by name with --app-table.
+func (d *demo) uploadsLabel() string {
+	if d.opts.appTable == "" {
+		return "uploads"
+	}
+	return "uploads (" + d.shape.Table + ")"
 }
 
 func (d *demo) countBy(ctx context.Context, sql string) string {
@@ -245,7 +254,8 @@ func (d *demo) lateArrivals(ctx context.Context) {
 		d.out.demo("late uploads: %v", err)
 		return
 	}
-	d.out.demo("%d late objects just arrived in the bucket: their rows turn UPLOADED at their next check (backoff at most SYNC_MAX_BACKOFF=10s)", len(d.seed.late))
+	d.out.demo("%d late objects just arrived in the bucket: their rows in %s turn %s at their next check (backoff at most SYNC_MAX_BACKOFF=10s)",
+		len(d.seed.late), d.shape.Table, d.shape.Uploaded)
 }
 
 // summary prints what ran where and records failed checks.
@@ -316,7 +326,9 @@ func (d *demo) summary() {
 	lines = append(lines,
 		fmt.Sprintf("  tick windows with more than one scheduled run: %d", dup),
 		fmt.Sprintf("  pairs of runs of one job that overlapped in time: %d", overlap),
-		"  uploads now: "+d.countBy(ctx, `SELECT status, count(*) FROM uploads GROUP BY status ORDER BY status`))
+		"  "+d.uploadsLabel()+" now: "+d.countBy(ctx, d.shape.CountSQL()))
+	lines = append(lines, d.checkUploads(ctx, succeeded["sync-uploads"])...)
+	lines = append(lines, d.checkAppRelations(ctx)...)
 	if dup > 0 {
 		d.problem("%d tick windows had more than one scheduled run", dup)
 	}
@@ -374,4 +386,109 @@ func (d *demo) summary() {
 		k.mu.Unlock()
 	}
 	d.out.demoBlock(lines)
+}
+
+// checkUploads compares the seeded rows' statuses, in the shape's own values, with what
+// the worker must have made of them once a sync-uploads run completed (every run goes
+// through every due row): present objects verified, expired rows failed, young missing
+// rows left pending, late ones anything but failed. It returns the summary's lines and
+// records mismatches as problems.
+func (d *demo) checkUploads(ctx context.Context, syncRuns int64) []string {
+	if d.seed == nil || len(d.seed.expect) == 0 {
+		return nil
+	}
+	if syncRuns == 0 {
+		if d.opts.duration > 0 {
+			d.problem("no sync-uploads run completed: the seeded rows of %s were never verified", d.shape.Table)
+		}
+		return []string{"  seeded rows not checked: no sync-uploads run completed"}
+	}
+	keys := make([]string, 0, len(d.seed.expect))
+	for k := range d.seed.expect {
+		keys = append(keys, k)
+	}
+	rows, err := d.db.Query(ctx, d.shape.StatusOfSQL(), keys)
+	if err != nil {
+		d.problem("read %s: %v", d.shape.Table, err)
+		return nil
+	}
+	type kv struct{ key, status string }
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (kv, error) {
+		var x kv
+		return x, r.Scan(&x.key, &x.status)
+	})
+	if err != nil {
+		d.problem("read %s: %v", d.shape.Table, err)
+		return nil
+	}
+	status := make(map[string]string, len(got))
+	for _, x := range got {
+		status[x.key] = x.status
+	}
+	type tally struct{ ok, total int }
+	var tallies [4]tally
+	var wrong []string
+	for _, k := range keys {
+		want, st := d.seed.expect[k], status[k]
+		var ok bool
+		switch want {
+		case wantUploaded:
+			ok = st == d.shape.Uploaded
+		case wantFailed:
+			ok = st == d.shape.Failed
+		case wantPending:
+			ok = st == d.shape.Pending
+		case wantNotFailed:
+			ok = st == d.shape.Uploaded || st == d.shape.Pending
+		}
+		tallies[want].total++
+		if ok {
+			tallies[want].ok++
+		} else {
+			if st == "" {
+				st = "no row"
+			}
+			wrong = append(wrong, fmt.Sprintf("%q is %s", k, st))
+		}
+	}
+	s := d.shape
+	lines := []string{fmt.Sprintf("  seeded rows in %s as expected: %d/%d present → %s, %d/%d expired → %s, %d/%d missing still %s, %d/%d late not %s",
+		s.Table, tallies[wantUploaded].ok, tallies[wantUploaded].total, s.Uploaded, tallies[wantFailed].ok, tallies[wantFailed].total, s.Failed,
+		tallies[wantPending].ok, tallies[wantPending].total, s.Pending, tallies[wantNotFailed].ok, tallies[wantNotFailed].total, s.Failed)}
+	if len(wrong) > 0 {
+		sort.Strings(wrong)
+		shown := wrong[:min(len(wrong), 5)]
+		d.problem("%d seeded rows of %s not in the expected status after %d sync-uploads run(s), e.g. %s",
+			len(wrong), s.Table, syncRuns, strings.Join(shown, ", "))
+	}
+	return lines
+}
+
+// checkAppRelations: with --app-table, migrate and the replicas must have added nothing
+// outside the worker's schema (no second uploads table, no view or index on the
+// application's side).
+func (d *demo) checkAppRelations(ctx context.Context) []string {
+	if d.opts.appTable == "" || d.appRelations == nil {
+		return nil
+	}
+	now, err := d.relationsOutsideWorker(ctx)
+	if err != nil {
+		d.problem("%v", err)
+		return nil
+	}
+	before := map[string]bool{}
+	for _, r := range d.appRelations {
+		before[r] = true
+	}
+	var added []string
+	for _, r := range now {
+		if !before[r] {
+			added = append(added, r)
+		}
+	}
+	if len(added) > 0 {
+		d.problem("the worker created relations outside bg_worker: %s", strings.Join(added, ", "))
+		return nil
+	}
+	return []string{fmt.Sprintf("  outside bg_worker: the application's %d relations, nothing added by migrate or the replicas", len(now))}
 }

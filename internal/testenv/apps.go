@@ -9,101 +9,20 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/bg-worker/bg-worker/internal/appshapes"
 )
 
 // Application databases: uploads tables as real frameworks create them, each in a fresh
 // database with the two roles README's "Least privilege" describes.
 
 // AppShape is an uploads table as an application framework creates it, and the
-// UPLOADS_* variables that map it.
-type AppShape struct {
-	Name  string
-	Setup string            // the application's own DDL, run as the database owner
-	Env   map[string]string // the mapping
-	Table string            // qualified, quoted
-	// Insert inserts one PENDING row for key created age ago and returns its id as text.
-	Insert string // $1 key, $2 age
-	// Read returns (status::text, size::text, etag, content_type, verified::text,
-	// untouched::text) for key $1; columns a shape does not map read as NULL.
-	Read                      string
-	Pending, Uploaded, Failed string
-	Untouched                 string // a column the worker never sets, as read's last column has it
-}
+// UPLOADS_* variables that map it. The shapes live in internal/appshapes so that bg-demo
+// can use them without importing this package (and "testing" with it).
+type AppShape = appshapes.Shape
 
 // AppShapes are the shapes the tests run against.
-var AppShapes = []AppShape{
-	{
-		// Prisma: quoted PascalCase table, camelCase columns, a text (cuid) id, a
-		// PostgreSQL enum status, timestamp(3) without time zone, @updatedAt without a
-		// default, and a NOT NULL relation column.
-		Name: "prisma",
-		Setup: `CREATE TYPE "UploadStatus" AS ENUM ('PENDING', 'UPLOADED', 'FAILED', 'DELETED');
-			CREATE TABLE "Upload" (
-				"id" TEXT NOT NULL,
-				"objectKey" TEXT NOT NULL,
-				"status" "UploadStatus" NOT NULL DEFAULT 'PENDING',
-				"sizeBytes" INTEGER,
-				"userId" TEXT NOT NULL,
-				"createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-				"updatedAt" TIMESTAMP(3) NOT NULL,
-				CONSTRAINT "Upload_pkey" PRIMARY KEY ("id"));
-			CREATE UNIQUE INDEX "Upload_objectKey_key" ON "Upload"("objectKey");`,
-		Env: map[string]string{"UPLOADS_TABLE": "Upload", "UPLOADS_KEY_COLUMN": "objectKey",
-			"UPLOADS_CREATED_AT_COLUMN": "createdAt", "UPLOADS_SIZE_COLUMN": "sizeBytes", "UPLOADS_UPDATED_AT_COLUMN": "updatedAt"},
-		Table: `public."Upload"`,
-		Insert: `INSERT INTO public."Upload" ("id", "objectKey", "userId", "createdAt", "updatedAt")
-			VALUES ('c' || md5($1), $1, 'user-1', (now() AT TIME ZONE 'UTC') - $2::interval, now() AT TIME ZONE 'UTC') RETURNING "id"`,
-		Read: `SELECT "status"::text, "sizeBytes"::text, NULL::text, NULL::text, NULL::text, "userId"
-			FROM public."Upload" WHERE "objectKey" = $1`,
-		Pending: "PENDING", Uploaded: "UPLOADED", Failed: "FAILED", Untouched: "user-1",
-	},
-	{
-		// Rails/Django style in a schema of its own: snake_case, a uuid id, a varchar
-		// status with lowercase values and a CHECK, its own column names for everything.
-		Name: "snake-uuid",
-		Setup: `CREATE SCHEMA media;
-			CREATE TABLE media.media_files (
-				id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-				storage_key varchar(1024) NOT NULL UNIQUE,
-				state       varchar(16) NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'ready', 'error')),
-				byte_size   bigint,
-				etag        varchar(80),
-				mime        text,
-				checked_at  timestamptz,
-				inserted_at timestamptz NOT NULL DEFAULT now(),
-				album_id    bigint NOT NULL DEFAULT 7);`,
-		Env: map[string]string{"UPLOADS_TABLE": "media.media_files", "UPLOADS_KEY_COLUMN": "storage_key",
-			"UPLOADS_STATUS_COLUMN": "state", "UPLOADS_STATUS_PENDING": "pending", "UPLOADS_STATUS_UPLOADED": "ready",
-			"UPLOADS_STATUS_FAILED": "error", "UPLOADS_CREATED_AT_COLUMN": "inserted_at", "UPLOADS_SIZE_COLUMN": "byte_size",
-			"UPLOADS_ETAG_COLUMN": "etag", "UPLOADS_CONTENT_TYPE_COLUMN": "mime", "UPLOADS_VERIFIED_AT_COLUMN": "checked_at"},
-		Table:  `media.media_files`,
-		Insert: `INSERT INTO media.media_files (storage_key, inserted_at) VALUES ($1, now() - $2::interval) RETURNING id::text`,
-		Read: `SELECT state::text, byte_size::text, etag::text, mime, checked_at::text, album_id::text
-			FROM media.media_files WHERE storage_key = $1`,
-		Pending: "pending", Uploaded: "ready", Failed: "error", Untouched: "7",
-	},
-	{
-		// An application that already has public.uploads of another shape: bigint id,
-		// its own status words, and NOT NULL columns the worker never sets.
-		Name: "existing-uploads",
-		Setup: `CREATE TABLE public.uploads (
-				id         bigserial PRIMARY KEY,
-				path       text NOT NULL UNIQUE,
-				status     text NOT NULL DEFAULT 'queued',
-				owner_id   bigint NOT NULL,
-				bucket     text NOT NULL,
-				created    timestamptz NOT NULL DEFAULT now());
-			CREATE INDEX uploads_queued_idx ON public.uploads (id) WHERE status = 'queued';`,
-		Env: map[string]string{"UPLOADS_TABLE": "uploads", "UPLOADS_KEY_COLUMN": "path",
-			"UPLOADS_STATUS_PENDING": "queued", "UPLOADS_STATUS_UPLOADED": "stored", "UPLOADS_STATUS_FAILED": "lost",
-			"UPLOADS_CREATED_AT_COLUMN": "created"},
-		Table:  `public.uploads`,
-		Insert: `INSERT INTO public.uploads (path, owner_id, bucket, created) VALUES ($1, 42, 'media', now() - $2::interval) RETURNING id::text`,
-		Read: `SELECT status, NULL::text, NULL::text, NULL::text, NULL::text, owner_id::text || '/' || bucket
-			FROM public.uploads WHERE path = $1`,
-		Pending: "queued", Uploaded: "stored", Failed: "lost", Untouched: "42/media",
-	},
-}
+var AppShapes = appshapes.All
 
 // AppDB is an application's database with the worker's two least-privileged roles.
 type AppDB struct {
