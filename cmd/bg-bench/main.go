@@ -62,7 +62,7 @@ type options struct {
 	profileInterval time.Duration
 }
 
-var items = []string{"throughput", "cpuhead", "memory", "bill", "idle", "takeover"}
+var items = []string{"throughput", "cpuhead", "memory", "bill", "idle", "takeover", "appdb"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -275,6 +275,7 @@ func run(ctx context.Context, args []string) error {
 		{"bill", func() (err error) { res.Bill, err = b.bill(ctx); return }},
 		{"idle", func() (err error) { res.Idle, err = b.idle(ctx); return }},
 		{"takeover", func() (err error) { res.Takeover, err = b.takeover(ctx); return }},
+		{"appdb", func() (err error) { res.AppDB, err = b.appDB(ctx); return }},
 		{"profile", func() (err error) { res.Profile, err = b.profiles(ctx); return }},
 	}
 	var errs []error

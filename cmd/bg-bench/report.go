@@ -22,6 +22,7 @@ type Results struct {
 	Bill           *BillResult       `json:"bill,omitempty"`
 	Idle           *IdleResult       `json:"idle,omitempty"`
 	Takeover       *TakeoverResult   `json:"takeover,omitempty"`
+	AppDB          *AppDBResult      `json:"appdb,omitempty"`
 	Profile        *ProfileResult    `json:"profile,omitempty"`
 }
 
@@ -149,6 +150,11 @@ func (r *Results) evaluate() {
 				Value: fmt.Sprintf("%.2f s (%.2f s)", s.MaxSec, s.MedianSec), Against: fmt.Sprintf("bound %.1f s = %s", s.BoundSec, s.Bound),
 				Ratio: s.MaxVsBound, Goal: "max ≤ bound", Met: s.MaxVsBound <= 1 && s.OverlapRuns == 0 && s.OverlapWrite == 0 && s.LateWrites == 0,
 				HasLimit: true})
+		}
+	}
+	if a := r.AppDB; a != nil {
+		for _, g := range a.goals() {
+			add(g)
 		}
 	}
 }
@@ -329,6 +335,9 @@ func (r *Results) markdown() string {
 				s.BoundSec, s.Bound, s.MaxVsBound, median(ends), maxEnd, s.SameReplica, s.LateWrites, s.OverlapRuns, s.OverlapWrite, strings.Join(each, " "))
 		}
 		p("\n")
+	}
+	if a := r.AppDB; a != nil && len(a.Variants) > 0 {
+		p("%s", a.markdown())
 	}
 	if pr := r.Profile; pr != nil {
 		p("### Profiles (in process, `--profile %s`)\n\n", pr.Dir)
