@@ -1,13 +1,20 @@
 -- name: JobRunClaim :one
--- Claims the current tick window of a job (database clock) for a scheduled run. No row
--- when the window is already claimed, by this replica or another.
+-- Claims the current tick window of a job (database clock) for a scheduled run, only
+-- while the session @lock_pid holds the job's advisory lock: checked in this statement,
+-- so a claim sent before a partition and delivered after another replica took the lock
+-- claims nothing. No row when the window is already claimed (by this replica or
+-- another) or the lock is not held.
 INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid)
-VALUES (
-    @job,
-    -- = to_timestamp(floor(epoch_ms / interval_ms) * interval_ms / 1000)
-    date_bin(make_interval(secs => sqlc.arg(interval_ms)::bigint / 1000.0), clock_timestamp(), timestamptz '1970-01-01 00:00:00+00'),
-    'schedule', @worker_id, @status, @lock_pid
-)
+SELECT @job,
+       -- = to_timestamp(floor(epoch_ms / interval_ms) * interval_ms / 1000)
+       date_bin(make_interval(secs => sqlc.arg(interval_ms)::bigint / 1000.0), clock_timestamp(), timestamptz '1970-01-01 00:00:00+00'),
+       'schedule', @worker_id, @status, sqlc.arg(lock_pid)::int
+WHERE EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = sqlc.arg(lock_pid)::int
+      AND l.classid::bigint = sqlc.arg(lock_namespace)::bigint AND l.objid::bigint = sqlc.arg(lock_key)::bigint
+      AND l.objsubid = 2
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
 ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
 RETURNING id, tick_at, started_at;
 

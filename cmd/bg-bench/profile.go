@@ -99,7 +99,7 @@ func (b *bench) newInProcess(ctx context.Context, id, endpoint string, extra map
 	if err != nil {
 		return nil, err
 	}
-	if err := scheduler.RegisterJobs(ctx, st, log, []jobs.Job{job}); err != nil {
+	if err := scheduler.RegisterJobs(ctx, st, log, []jobs.Job{job}, false); err != nil {
 		st.Close()
 		return nil, err
 	}

@@ -70,6 +70,10 @@ func TestCommandsOnApplicationTable(t *testing.T) {
 	if code, stdout, _ := cmd(d.ReplicaURL, nil, "check"); code != exitOK || strings.Contains(stdout, "PROBLEM") {
 		t.Errorf("check after README's grants and index: exit %d\n%s", code, stdout)
 	}
+	// On a current database migrate only reads: the replicas' role (no CREATE) can run it.
+	if code, _, stderr := cmd(d.ReplicaURL, nil, "migrate"); code != exitOK {
+		t.Errorf("migrate as the replica role on a current database: exit %d\n%s", code, stderr)
+	}
 
 	// Uploads, then two replicas as the replica role.
 	client := testenv.S3Client(t, info)

@@ -70,7 +70,7 @@ func cmdOnce(ctx context.Context, args []string, env config.LookupEnv, stdout, s
 	if err := schemaReady(ctx, st); err != nil {
 		return err
 	}
-	if err := scheduler.RegisterJobs(ctx, st, log, []jobs.Job{job}); err != nil {
+	if err := scheduler.RegisterJobs(ctx, st, log, []jobs.Job{job}, false); err != nil {
 		return err
 	}
 	connCfg, err := store.ParseConfig(cfg.DatabaseURL, cfg.WorkerID)
@@ -105,7 +105,7 @@ func onceHere(ctx context.Context, st *store.Store, log *slog.Logger, cfg config
 	if err := st.SetHolder(ctx, job.Name, cfg.WorkerID, lease.PID); err != nil {
 		return err
 	}
-	if err := scheduler.TakeOver(ctx, st, log, job.Name, cfg.WorkerID, lease, sess.Options().ClientBound(), 0); err != nil {
+	if err := scheduler.TakeOver(ctx, st, log, job.Name, cfg.WorkerID, lease, scheduler.TakeOverWait(job, sess.Options()), 0); err != nil {
 		return err
 	}
 	claim, err := st.StartManualRun(ctx, job.Name, cfg.WorkerID, lease.PID, "")

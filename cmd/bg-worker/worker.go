@@ -103,7 +103,7 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 				log.Warn("Uploads table lacks an index: "+a.Why+"; create it with", "sql", a.Statement)
 			}
 		}
-		if err := scheduler.RegisterJobs(gctx, st, log, selected); err != nil {
+		if err := scheduler.RegisterJobs(gctx, st, log, selected, true); err != nil {
 			return err
 		}
 		s, err := scheduler.New(scheduler.Options{

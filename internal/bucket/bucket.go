@@ -328,8 +328,10 @@ func (c *Client) observe(op string, err error) {
 // matching errors.Is(err, ErrNotFound) (so does a missing bucket: see
 // CheckBucket).
 func (c *Client) Head(ctx context.Context, key string) (Object, error) {
-	if key == "" {
-		return Object{}, errors.New("bucket: head: empty key")
+	if reason := invalidKey(key); reason != "" {
+		// No request: the store could only refuse it, and the SDK would reject an empty
+		// key locally anyway. This is an answer about the key, not about the store.
+		return Object{}, &classifiedError{msg: "bucket: head: " + reason, kind: ErrKeyRejected, cause: errors.New(reason)}
 	}
 	out, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{
 		Bucket: aws.String(c.bucket),

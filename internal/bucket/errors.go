@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -25,7 +26,37 @@ var (
 	// ErrAccessDenied: the store rejected the credentials or their
 	// permissions (HTTP 401/403, signature errors).
 	ErrAccessDenied = errors.New("access denied")
+	// ErrKeyRejected: the key itself cannot name an object in this store (empty, over
+	// 1,024 bytes, not UTF-8, or a 400-class answer about the request for this key). It
+	// is a definite answer about one upload, never about the bucket.
+	ErrKeyRejected = errors.New("key rejected")
 )
+
+// MaxKeyBytes is the longest object key S3 and R2 accept.
+const MaxKeyBytes = 1024
+
+// invalidKey says why key cannot be sent, or "".
+func invalidKey(key string) string {
+	switch {
+	case key == "":
+		return "empty key"
+	case len(key) > MaxKeyBytes:
+		return fmt.Sprintf("key is %d bytes; object keys are at most %d", len(key), MaxKeyBytes)
+	case !utf8.ValidString(key):
+		return "key is not valid UTF-8"
+	}
+	return ""
+}
+
+// keyRejectedCodes are answers about the request's key, not the bucket or credentials.
+var keyRejectedCodes = map[string]bool{
+	"InvalidArgument":   true,
+	"KeyTooLongError":   true,
+	"InvalidObjectName": true,
+	"InvalidURI":        true,
+	"InvalidKey":        true,
+	"BadRequest":        true, // bodiless 400 on HEAD: code from the status text
+}
 
 // classifiedError carries a short message, the sentinel it matches and the
 // SDK error underneath (still reachable with errors.As).
@@ -139,6 +170,16 @@ func classify(op, bucket, key string, err error) error {
 			kind:  ErrNotFound,
 			cause: err,
 		}
+
+	case op == OpHead && (keyRejectedCodes[code] || status == http.StatusBadRequest ||
+		status == http.StatusRequestURITooLong || status == http.StatusMethodNotAllowed):
+		// The message leaves the key out: it is stored with the upload (which has it) and
+		// a key can be a kilobyte long.
+		return &classifiedError{
+			msg:   fmt.Sprintf("bucket: head: the store rejects this key (%s)", detail()),
+			kind:  ErrKeyRejected,
+			cause: err,
+		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -160,7 +201,7 @@ func IsTransient(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoSuchBucket) || errors.Is(err, ErrAccessDenied) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoSuchBucket) || errors.Is(err, ErrAccessDenied) || errors.Is(err, ErrKeyRejected) {
 		return false
 	}
 	if errors.Is(err, context.Canceled) {

@@ -5,9 +5,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
+	"net"
 	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +106,38 @@ func MapEnv(m map[string]string) LookupEnv {
 	return func(name string) (string, bool) { v, ok := m[name]; return v, ok }
 }
 
+// Bounds of the numbers and durations (README "Configuration"). Every value is checked
+// against them at load time, so nothing overflows later (a duration in milliseconds, a
+// PostgreSQL setting) and a bad value exits 2 naming its variable instead of failing late.
+const (
+	// MaxInterval bounds a job's tick: WORKER_INTERVAL_MS and ORPHAN_SCAN_INTERVAL.
+	MaxInterval = 7 * 24 * time.Hour
+	// MinOrphanScanInterval is the shortest ORPHAN_SCAN_INTERVAL (a scan lists the bucket).
+	MinOrphanScanInterval = time.Second
+	// MaxLockTimeout is the largest LOCK_TIMEOUT: it becomes PostgreSQL's
+	// idle_session_timeout, tcp_user_timeout and idle_in_transaction_session_timeout,
+	// which are int32 milliseconds.
+	MaxLockTimeout = math.MaxInt32 * time.Millisecond
+	// MinLockHeartbeat is the shortest LOCK_HEARTBEAT (each beat is a round trip).
+	MinLockHeartbeat = 100 * time.Millisecond
+	// MinDuration and MaxDuration bound every other duration: each may become
+	// milliseconds (so at least 1ms) and is added to times and multiplied by small
+	// factors (so far from time.Duration's 292 years).
+	MinDuration = time.Millisecond
+	MaxDuration = 10 * 365 * 24 * time.Hour
+	// MaxSyncConcurrency bounds SYNC_CONCURRENCY (HeadObject requests in flight).
+	MaxSyncConcurrency = 1024
+	// MaxLeaderFailures bounds LEADER_MAX_FAILURES.
+	MaxLeaderFailures = 1000
+)
+
+// rangeNote says where a bound comes from, when it is not obvious.
+var rangeNote = map[string]string{
+	"LOCK_TIMEOUT":         " (2147483647ms: PostgreSQL's idle_session_timeout and tcp_user_timeout are int32 milliseconds)",
+	"LOCK_HEARTBEAT":       " (each beat is a round trip to PostgreSQL)",
+	"ORPHAN_SCAN_INTERVAL": " (a scan lists the bucket)",
+}
+
 // Load reads the environment on top of Defaults. It returns every offending variable
 // (errors.Join of *Error), not just the first.
 func Load(env LookupEnv) (Config, error) {
@@ -119,34 +152,44 @@ func Load(env LookupEnv) (Config, error) {
 			*dst = v
 		}
 	}
-	dur := func(name string, dst *time.Duration) {
+	// dur reads a duration within [lo, hi]; it reports false when the variable is set
+	// but rejected.
+	dur := func(name string, dst *time.Duration, lo, hi time.Duration) bool {
 		v, ok := lookup(getenv, name)
 		if !ok {
-			return
+			return true
 		}
 		d, err := time.ParseDuration(v)
 		switch {
 		case err != nil:
-			bad(name, "%q is not a duration (use Go durations such as 90s, 5m, 24h)", v)
+			bad(name, "%q is not a duration (use Go durations such as 90s, 5m, 24h; at most %s)", v, FormatDuration(hi))
 		case d <= 0:
 			bad(name, "%q must be positive", v)
+		case d < lo || d > hi:
+			bad(name, "%q is out of range: %s to %s%s", v, FormatDuration(lo), FormatDuration(hi), rangeNote[name])
 		default:
 			*dst = d
+			return true
 		}
+		return false
 	}
-	posInt := func(name string, dst *int) {
+	intIn := func(name string, dst *int, hi int) {
 		v, ok := lookup(getenv, name)
 		if !ok {
 			return
 		}
-		n, err := strconv.Atoi(v)
+		n, err := strconv.ParseInt(v, 10, 64)
 		switch {
+		case errors.Is(err, strconv.ErrRange):
+			bad(name, "%q is out of range: 1 to %d", v, hi)
 		case err != nil:
 			bad(name, "%q is not a whole number", v)
 		case n <= 0:
 			bad(name, "%q must be positive", v)
+		case n > int64(hi):
+			bad(name, "%q is out of range: 1 to %d", v, hi)
 		default:
-			*dst = n
+			*dst = int(n)
 		}
 	}
 
@@ -160,12 +203,17 @@ func Load(env LookupEnv) (Config, error) {
 	str("R2_PREFIX", &c.R2Prefix)
 
 	if v, ok := lookup(getenv, "WORKER_INTERVAL_MS"); ok {
+		maxMs := MaxInterval.Milliseconds()
 		n, err := strconv.ParseInt(v, 10, 64)
 		switch {
+		case errors.Is(err, strconv.ErrRange):
+			bad("WORKER_INTERVAL_MS", "%q is out of range: 1 to %d (%s)", v, maxMs, FormatDuration(MaxInterval))
 		case err != nil:
 			bad("WORKER_INTERVAL_MS", "%q is not a whole number of milliseconds", v)
 		case n <= 0:
 			bad("WORKER_INTERVAL_MS", "%q must be positive", v)
+		case n > maxMs:
+			bad("WORKER_INTERVAL_MS", "%q is out of range: 1 to %d (%s)", v, maxMs, FormatDuration(MaxInterval))
 		default:
 			c.Interval = time.Duration(n) * time.Millisecond
 		}
@@ -186,15 +234,15 @@ func Load(env LookupEnv) (Config, error) {
 	}
 	str("LOG_FORMAT", &c.LogFormat)
 	str("LOG_LEVEL", &c.LogLevel)
-	dur("SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
-	posInt("LEADER_MAX_FAILURES", &c.LeaderMaxFailures)
-	dur("LOCK_HEARTBEAT", &c.LockHeartbeat)
-	dur("LOCK_TIMEOUT", &c.LockTimeout)
-	posInt("SYNC_CONCURRENCY", &c.SyncConcurrency)
-	dur("SYNC_PENDING_TTL", &c.SyncPendingTTL)
-	dur("SYNC_MAX_BACKOFF", &c.SyncMaxBackoff)
-	dur("ORPHAN_SCAN_INTERVAL", &c.OrphanScanInterval)
-	dur("ORPHAN_MIN_AGE", &c.OrphanMinAge)
+	dur("SHUTDOWN_TIMEOUT", &c.ShutdownTimeout, MinDuration, MaxDuration)
+	intIn("LEADER_MAX_FAILURES", &c.LeaderMaxFailures, MaxLeaderFailures)
+	hbOK := dur("LOCK_HEARTBEAT", &c.LockHeartbeat, MinLockHeartbeat, MaxDuration)
+	toOK := dur("LOCK_TIMEOUT", &c.LockTimeout, MinDuration, MaxLockTimeout)
+	intIn("SYNC_CONCURRENCY", &c.SyncConcurrency, MaxSyncConcurrency)
+	dur("SYNC_PENDING_TTL", &c.SyncPendingTTL, MinDuration, MaxDuration)
+	dur("SYNC_MAX_BACKOFF", &c.SyncMaxBackoff, MinDuration, MaxDuration)
+	dur("ORPHAN_SCAN_INTERVAL", &c.OrphanScanInterval, MinOrphanScanInterval, MaxInterval)
+	dur("ORPHAN_MIN_AGE", &c.OrphanMinAge, MinDuration, MaxDuration)
 	if v, ok := lookup(getenv, "ORPHAN_DELETE"); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -202,9 +250,14 @@ func Load(env LookupEnv) (Config, error) {
 		}
 		c.OrphanDelete = b
 	}
-	dur("RUN_HISTORY_RETENTION", &c.RunHistoryRetention)
+	dur("RUN_HISTORY_RETENTION", &c.RunHistoryRetention, MinDuration, MaxDuration)
 	loadUploads(env, &c, bad)
 
+	// LOCK_TIMEOUT against LOCK_HEARTBEAT only when both were accepted (a rejected one
+	// is already reported, and its default says nothing about the other).
+	if hbOK && toOK && c.LockHeartbeat*2 >= c.LockTimeout {
+		bad("LOCK_TIMEOUT", "%s must be more than twice LOCK_HEARTBEAT (%s)", FormatDuration(c.LockTimeout), FormatDuration(c.LockHeartbeat))
+	}
 	if err := c.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -219,8 +272,9 @@ func (c *Config) validate() error {
 		errs = append(errs, &Error{Var: name, Msg: fmt.Sprintf(format, args...)})
 	}
 	if c.DatabaseURL != "" {
+		// Never pgconn's error text: it quotes the string with a best-effort redaction.
 		if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
-			bad("DATABASE_URL", "does not parse as a PostgreSQL URL (%s)", RedactURL(c.DatabaseURL))
+			bad("DATABASE_URL", "does not parse as a PostgreSQL URL or key=value string (%q)", redactUnparsed(c.DatabaseURL))
 		}
 	}
 	if c.WorkerID == "" {
@@ -235,6 +289,11 @@ func (c *Config) validate() error {
 			}
 		}
 	}
+	if c.HTTPAddr != "" {
+		if msg := checkListenAddr(c.HTTPAddr); msg != "" {
+			bad("HTTP_ADDR", "%q %s", c.HTTPAddr, msg)
+		}
+	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
@@ -246,14 +305,56 @@ func (c *Config) validate() error {
 		bad("LOG_LEVEL", "%q must be debug, info, warn or error", c.LogLevel)
 	}
 	if c.R2Endpoint != "" {
-		if u, err := url.Parse(c.R2Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("R2_ENDPOINT", "%q must be an http(s) URL", c.R2Endpoint)
+		u, err := url.Parse(c.R2Endpoint)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("R2_ENDPOINT", "%q must be an http(s) URL", RedactEndpoint(c.R2Endpoint))
+		case u.User != nil:
+			bad("R2_ENDPOINT", "must not contain credentials (user info); use R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY")
+		case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+			bad("R2_ENDPOINT", "%q must not have a query or fragment", RedactEndpoint(c.R2Endpoint))
 		}
 	}
-	if c.LockHeartbeat*2 >= c.LockTimeout {
-		bad("LOCK_TIMEOUT", "%s must be more than twice LOCK_HEARTBEAT (%s)", c.LockTimeout, c.LockHeartbeat)
-	}
 	return errors.Join(errs...)
+}
+
+// checkListenAddr says what is wrong with a listen address, or "".
+func checkListenAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "is not a listen address host:port (such as :8081 or 127.0.0.1:8081)"
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "has no valid port (0 to 65535)"
+	}
+	if host == "" {
+		return ""
+	}
+	ip, _, _ := strings.Cut(host, "%") // an IPv6 zone: fe80::1%eth0
+	if net.ParseIP(ip) != nil {
+		return ""
+	}
+	if len(host) > 253 {
+		return "has no valid host (an IP address or a host name)"
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_') {
+			return "has no valid host (an IP address or a host name)"
+		}
+	}
+	return ""
+}
+
+// FormatDuration writes d as the README does: 168h, 90s, 100ms, not 168h0m0s.
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // RequireDatabase reports a missing DATABASE_URL.
@@ -288,18 +389,6 @@ func (c *Config) SlogLevel() string {
 		return "warn"
 	}
 	return c.LogLevel
-}
-
-var (
-	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
-	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
-)
-
-// RedactURL hides the password in a database URL, in both the URL and the key=value
-// forms, even when the rest does not parse.
-func RedactURL(s string) string {
-	s = urlPassword.ReplaceAllString(s, "${1}xxxxx@")
-	return kvPassword.ReplaceAllString(s, "${1}xxxxx")
 }
 
 func lookup(getenv func(string) string, name string) (string, bool) {

@@ -86,6 +86,36 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"R2_ENDPOINT": "localhost:9000"}, "R2_ENDPOINT"},
 		{map[string]string{"LOCK_TIMEOUT": "1s", "LOCK_HEARTBEAT": "1s"}, "LOCK_TIMEOUT"},
+		// Overflow and range (issue 10).
+		{map[string]string{"WORKER_INTERVAL_MS": "9223372036855"}, "WORKER_INTERVAL_MS"},
+		{map[string]string{"WORKER_INTERVAL_MS": "99999999999999999999"}, "WORKER_INTERVAL_MS"},
+		{map[string]string{"WORKER_INTERVAL_MS": "604800001"}, "WORKER_INTERVAL_MS"},
+		{map[string]string{"LOCK_TIMEOUT": "1000h"}, "LOCK_TIMEOUT"},
+		{map[string]string{"LOCK_TIMEOUT": "2147483648ms"}, "LOCK_TIMEOUT"},
+		{map[string]string{"LOCK_TIMEOUT": "9999999999h"}, "LOCK_TIMEOUT"},
+		{map[string]string{"LOCK_HEARTBEAT": "1ns"}, "LOCK_HEARTBEAT"},
+		{map[string]string{"LOCK_HEARTBEAT": "99ms"}, "LOCK_HEARTBEAT"},
+		{map[string]string{"ORPHAN_SCAN_INTERVAL": "500us"}, "ORPHAN_SCAN_INTERVAL"},
+		{map[string]string{"ORPHAN_SCAN_INTERVAL": "999ms"}, "ORPHAN_SCAN_INTERVAL"},
+		{map[string]string{"ORPHAN_SCAN_INTERVAL": "169h"}, "ORPHAN_SCAN_INTERVAL"},
+		{map[string]string{"SHUTDOWN_TIMEOUT": "500us"}, "SHUTDOWN_TIMEOUT"},
+		{map[string]string{"SYNC_PENDING_TTL": "1ns"}, "SYNC_PENDING_TTL"},
+		{map[string]string{"SYNC_MAX_BACKOFF": "87601h"}, "SYNC_MAX_BACKOFF"},
+		{map[string]string{"ORPHAN_MIN_AGE": "100us"}, "ORPHAN_MIN_AGE"},
+		{map[string]string{"RUN_HISTORY_RETENTION": "2562047h"}, "RUN_HISTORY_RETENTION"},
+		{map[string]string{"SYNC_CONCURRENCY": "1025"}, "SYNC_CONCURRENCY"},
+		{map[string]string{"SYNC_CONCURRENCY": "9223372036854775808"}, "SYNC_CONCURRENCY"},
+		{map[string]string{"LEADER_MAX_FAILURES": "0"}, "LEADER_MAX_FAILURES"},
+		{map[string]string{"LEADER_MAX_FAILURES": "1001"}, "LEADER_MAX_FAILURES"},
+		{map[string]string{"HTTP_ADDR": "8081"}, "HTTP_ADDR"},
+		{map[string]string{"HTTP_ADDR": ":65536"}, "HTTP_ADDR"},
+		{map[string]string{"HTTP_ADDR": ":-1"}, "HTTP_ADDR"},
+		{map[string]string{"HTTP_ADDR": ":http"}, "HTTP_ADDR"},
+		{map[string]string{"HTTP_ADDR": "local host:8081"}, "HTTP_ADDR"},
+		{map[string]string{"HTTP_ADDR": "[::1:8081"}, "HTTP_ADDR"},
+		{map[string]string{"R2_ENDPOINT": "http://user:secret@host:9000"}, "R2_ENDPOINT"},
+		{map[string]string{"R2_ENDPOINT": "http://host:9000/?x=1"}, "R2_ENDPOINT"},
+		{map[string]string{"DATABASE_URL": "postgres://u:SPACEY SECRET@h/db"}, "DATABASE_URL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.wantVar+"="+strings.Join(values(tc.env), ","), func(t *testing.T) {
@@ -97,6 +127,79 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 			}
 			if ce.Var != tc.wantVar || !strings.HasPrefix(err.Error(), tc.wantVar+": ") {
 				t.Errorf("error %q does not name %s", err, tc.wantVar)
+			}
+		})
+	}
+}
+
+func TestLoadAcceptsTheBounds(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env   map[string]string
+		check func(Config) bool
+	}{
+		{map[string]string{"WORKER_INTERVAL_MS": "1"}, func(c Config) bool { return c.Interval == time.Millisecond }},
+		{map[string]string{"WORKER_INTERVAL_MS": "604800000"}, func(c Config) bool { return c.Interval == MaxInterval }},
+		{map[string]string{"LOCK_TIMEOUT": "2147483647ms"}, func(c Config) bool { return c.LockTimeout == MaxLockTimeout }},
+		{map[string]string{"LOCK_HEARTBEAT": "100ms", "LOCK_TIMEOUT": "201ms"}, func(c Config) bool { return c.LockHeartbeat == MinLockHeartbeat }},
+		{map[string]string{"ORPHAN_SCAN_INTERVAL": "1s"}, func(c Config) bool { return c.OrphanScanInterval == time.Second }},
+		{map[string]string{"ORPHAN_SCAN_INTERVAL": "168h"}, func(c Config) bool { return c.OrphanScanInterval == MaxInterval }},
+		{map[string]string{"SYNC_PENDING_TTL": "87600h"}, func(c Config) bool { return c.SyncPendingTTL == MaxDuration }},
+		{map[string]string{"SYNC_CONCURRENCY": "1024"}, func(c Config) bool { return c.SyncConcurrency == 1024 }},
+		{map[string]string{"LEADER_MAX_FAILURES": "1000"}, func(c Config) bool { return c.LeaderMaxFailures == 1000 }},
+		{map[string]string{"HTTP_ADDR": ":0"}, func(c Config) bool { return c.HTTPAddr == ":0" }},
+		{map[string]string{"HTTP_ADDR": "127.0.0.1:65535"}, func(c Config) bool { return c.HTTPAddr == "127.0.0.1:65535" }},
+		{map[string]string{"HTTP_ADDR": "[::1]:8081"}, func(c Config) bool { return c.HTTPAddr == "[::1]:8081" }},
+		{map[string]string{"HTTP_ADDR": "localhost:8081"}, func(c Config) bool { return c.HTTPAddr == "localhost:8081" }},
+		{map[string]string{"HTTP_ADDR": ""}, func(c Config) bool { return c.HTTPAddr == "" }},
+		{map[string]string{"R2_ENDPOINT": "http://127.0.0.1:7070/base"}, func(c Config) bool { return c.R2Endpoint == "http://127.0.0.1:7070/base" }},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(values(tc.env), ","), func(t *testing.T) {
+			t.Parallel()
+			c, err := Load(MapEnv(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+// The two examples of issue 10: one line, naming the variable, no secret.
+func TestIssueExamples(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env      map[string]string
+		wantVar  string
+		noSecret string
+	}{
+		{map[string]string{"DATABASE_URL": "postgres://u:SPACEY SECRET@h/db"}, "DATABASE_URL", "SECRET"},
+		{map[string]string{"DATABASE_URL": "postgres://u:p@ss@w0rd@h:port/db"}, "DATABASE_URL", "ss@w0rd"},
+		{map[string]string{"WORKER_INTERVAL_MS": "9223372036855"}, "WORKER_INTERVAL_MS", ""},
+		{map[string]string{"LOCK_TIMEOUT": "1000h"}, "LOCK_TIMEOUT", ""},
+		{map[string]string{"ORPHAN_SCAN_INTERVAL": "500us"}, "ORPHAN_SCAN_INTERVAL", ""},
+		{map[string]string{"LOCK_HEARTBEAT": "1ns"}, "LOCK_HEARTBEAT", ""},
+		{map[string]string{"HTTP_ADDR": "not-an-address"}, "HTTP_ADDR", ""},
+		{map[string]string{"R2_ENDPOINT": "http://user:s3cr3t-value@host"}, "R2_ENDPOINT", "s3cr3t"},
+		{map[string]string{"R2_ENDPOINT": "ftp://user:s3cr3t-value@host"}, "R2_ENDPOINT", "s3cr3t"},
+		{map[string]string{"R2_ENDPOINT": "user:s3cr3t-value@host"}, "R2_ENDPOINT", "s3cr3t"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.wantVar, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(MapEnv(tc.env))
+			if err == nil {
+				t.Fatalf("Load(%v) accepted", tc.env)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, tc.wantVar+": ") || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line naming %s", msg, tc.wantVar)
+			}
+			if tc.noSecret != "" && strings.Contains(msg, tc.noSecret) {
+				t.Errorf("error %q shows the secret", msg)
 			}
 		})
 	}
@@ -121,10 +224,55 @@ func TestSecretsNeverInErrors(t *testing.T) {
 	if strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("password leaked: %v", err)
 	}
-	for _, in := range []string{"postgres://u:hunter2@h/db", "host=h password=hunter2 user=u"} {
-		if out := RedactURL(in); strings.Contains(out, "hunter2") {
-			t.Errorf("RedactURL(%q) = %q", in, out)
-		}
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ in, want string }{
+		{"postgres://u:hunter2@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgres://u:SPACEY SECRET@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgres://u:p@ss@w0rd@h:5432/db?sslmode=require", "postgres://u:xxxxx@h:5432/db?sslmode=require"},
+		{"postgres://u:a:b/c?d#e@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgresql://bob@h/db", "postgresql://bob@h/db"},
+		{"postgres://h:5432/db", "postgres://h:5432/db"},
+		{"postgres://h/db?password=hunter2&sslmode=disable", "postgres://h/db?password=xxxxx"},
+		{"postgres://u@h/db?sslpassword=hunter2", "postgres://u@h/db?sslpassword=xxxxx"},
+		{"postgres://a/b:hunter2@h/db", "postgres://xxxxx@h/db"},
+		{"postgres://u:hunter2@h\npostgres://u:hunter2@h", "postgres://u:xxxxx@h"},
+		{"host=h password=hunter2 user=u", "host=h password=xxxxx user=u"},
+		{"host=h PASSWORD = 'hunter 2' user=u", "host=h PASSWORD = xxxxx user=u"},
+		{`host=h password='hun\' ter2' user=u`, "host=h password=xxxxx user=u"},
+		{"host=h password='hunter 2", "host=h password=xxxxx"},
+		{"cannot parse `postgres://u:hunter2@h:x/db`: invalid port", "cannot parse `postgres://u:xxxxx@h:x/db`: invalid port"},
+		{"no secret here", "no secret here"},
+		{"", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			t.Parallel()
+			if got := RedactURL(tc.in); got != tc.want {
+				t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRedactEndpoint(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ in, want string }{
+		{"http://user:secret@host:9000", "http://xxxxx@host:9000"},
+		{"http://token@host", "http://xxxxx@host"},
+		{"http://user:se@cr et@host/p", "http://xxxxx@host/p"},
+		{"user:secret@host", "xxxxx@host"},
+		{"http://host:9000", "http://host:9000"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			t.Parallel()
+			if got := RedactEndpoint(tc.in); got != tc.want {
+				t.Errorf("RedactEndpoint(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
 	}
 }
 

@@ -285,6 +285,14 @@ type uploadRow struct {
 	LastError   pgtype.Text
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	ErrorCount  int32 // transient errors since the last answer
+}
+
+// appView is what the application sees of a row, and the worker's count of definite
+// checks: what a transient error must never change.
+func (r uploadRow) appView() uploadRow {
+	r.NextCheckAt, r.LastError, r.ErrorCount = time.Time{}, pgtype.Text{}, 0
+	return r
 }
 
 func (h *harness) uploads() map[int64]uploadRow {
@@ -294,7 +302,7 @@ func (h *harness) uploads() map[int64]uploadRow {
 	rows, err := h.db.Query(h.ctx, `SELECT u.id, u.object_key, u.status, u.size_bytes, u.etag, u.content_type,
 		u.verified_at, coalesce(c.check_count, 0),
 		CASE WHEN c.check_count > 0 OR c.next_check_at > now() THEN c.next_check_at ELSE 'epoch' END,
-		c.last_error, u.created_at, u.updated_at
+		c.last_error, u.created_at, u.updated_at, coalesce(c.error_count, 0)
 		FROM uploads u LEFT JOIN bg_worker.upload_checks c ON c.upload_id = u.id::text ORDER BY u.id`)
 	if err != nil {
 		h.t.Fatal(err)

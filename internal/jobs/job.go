@@ -22,6 +22,14 @@ type Job struct {
 	Interval time.Duration
 	// UsesBucket says the job needs the R2 variables.
 	UsesBucket bool
+	// ExternalEffects says the job acts outside the database (deleting objects). Such a
+	// job's new leader, finding the previous run still marked running, waits out the old
+	// holder's client bound (LOCK_TIMEOUT/2) before it runs, so two replicas never act
+	// at the same instant. A job whose only effects are fenced database writes needs no
+	// wait: the old holder may still be finishing read-only work (HEADs), but once its
+	// run is marked abandoned nothing it writes can commit, so the new leader starts at
+	// once (internal/lock/doc.go, "Takeover").
+	ExternalEffects bool
 	// Description is one line for `bg-worker jobs`.
 	Description string
 	// Run does the work of one tick. It must return when ctx is cancelled (lock lost,

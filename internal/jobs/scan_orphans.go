@@ -38,11 +38,14 @@ func newScanOrphans(d Deps) Job {
 		interval = time.Hour
 	}
 	return Job{
-		Name:        "scan-orphans",
-		Interval:    interval,
-		UsesBucket:  true,
-		Description: "lists the bucket and reports (ORPHAN_DELETE=true: deletes) objects no upload names",
-		Run:         s.run,
+		Name:       "scan-orphans",
+		Interval:   interval,
+		UsesBucket: true,
+		// Deleting objects is an effect outside the database: a takeover waits out the
+		// previous holder's bound first. Reporting only is read-only.
+		ExternalEffects: d.Config.OrphanDelete,
+		Description:     "lists the bucket and reports (ORPHAN_DELETE=true: deletes) objects no upload names",
+		Run:             s.run,
 	}
 }
 

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sync/errgroup"
 
@@ -52,8 +54,29 @@ type syncUploads struct {
 	ttl         time.Duration
 	backoff     store.Backoff
 
+	table string // the application's table, for messages
+
 	pageSize, batchSize int
 	flushEvery          time.Duration
+	// abortAfter consecutive transient HEAD failures (no definite answer in between)
+	// mean the bucket stopped answering: the run stops instead of working through the
+	// backlog one timeout at a time.
+	abortAfter int64
+}
+
+// Run bounds (README, "Failure bounds"): a run stops starting HEADs after
+// syncBudgetBase (at least syncBudgetTicks intervals) plus syncBudgetPerWave for every
+// SYNC_CONCURRENCY due uploads; what was answered is written, the rest is due next tick.
+const (
+	syncBudgetBase    = 30 * time.Second
+	syncBudgetTicks   = 5
+	syncBudgetPerWave = time.Second
+)
+
+// budget is how long a run with due uploads may keep starting HEADs.
+func (s *syncUploads) budget(due int64) time.Duration {
+	waves := (due + int64(s.concurrency) - 1) / int64(s.concurrency)
+	return max(syncBudgetBase, syncBudgetTicks*s.backoff.Tick) + time.Duration(waves)*syncBudgetPerWave
 }
 
 func newSyncUploads(d Deps) Job {
@@ -88,22 +111,29 @@ func newSyncUploadsJob(d Deps) *syncUploads {
 	return &syncUploads{
 		bucket: d.Bucket, metrics: d.Metrics, prefix: c.R2Prefix,
 		concurrency: conc, ttl: ttl, backoff: store.Backoff{Tick: tick, Max: maxBackoff},
+		table:    c.Uploads.QualifiedTable(),
 		pageSize: syncPageSize, batchSize: syncBatchSize, flushEvery: syncFlushEvery,
+		abortAfter: int64(max(2*conc, 16)),
 	}
 }
 
-// headResult is one definite answer: the object exists (found) or it does not.
+// headResult is one answer: the object exists (found), it does not, its key is rejected
+// (rejected: an answer about this upload), or a transient error (retry: no answer).
 type headResult struct {
-	u     store.DueUpload
-	found bool
-	obj   bucket.Object
+	u        store.DueUpload
+	found    bool
+	obj      bucket.Object
+	rejected error
+	retry    error
 }
 
 // syncCounts are a run's counters, shared by the fan-out and the writer.
 type syncCounts struct {
-	heads, exists, missing, errors, aborted atomic.Int64
-	uploaded, failed, pending, notWritten   atomic.Int64
-	batches                                 atomic.Int64
+	heads, exists, missing, rejected, errors, aborted atomic.Int64
+	uploaded, failed, pending, retried, notWritten    atomic.Int64
+	batches                                           atomic.Int64
+	// consecutive transient failures since the last definite answer
+	consecutive atomic.Int64
 
 	firstErrOnce sync.Once
 	firstErr     error
@@ -129,12 +159,12 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 		registered, err = tx.UploadRegister(ctx, s.prefix)
 		return err
 	}); err != nil {
-		return err
+		return s.dbErr(log, err)
 	}
 	r.Stats().Set("registered", registered)
 	sum, err := r.Store().UploadDueSummary(ctx, s.prefix)
 	if err != nil {
-		return err
+		return s.dbErr(log, err)
 	}
 	args := []any{"due", sum.Due}
 	if s.prefix != "" {
@@ -166,13 +196,15 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 	}
 
 	st := r.Stats()
-	checked := c.exists.Load() + c.missing.Load()
+	checked := c.exists.Load() + c.missing.Load() + c.rejected.Load()
 	st.Set("checked", checked)
 	st.Set("head_requests", c.heads.Load())
 	st.Set("uploaded", c.uploaded.Load())
 	st.Set("failed", c.failed.Load())
 	st.Set("still_pending", c.pending.Load())
 	st.Set("errors", c.errors.Load())
+	st.Set("rejected", c.rejected.Load())
+	st.Set("retry_later", c.retried.Load())
 	st.Set("not_written", c.notWritten.Load())
 	st.Set("batches", c.batches.Load())
 
@@ -190,10 +222,14 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 	if n := c.aborted.Load(); n > 0 {
 		summary = append(summary, "aborted", n)
 	}
+	if n := c.rejected.Load(); n > 0 {
+		summary = append(summary, "rejected", n)
+	}
 	if c.firstErr != nil && !errors.Is(runErr, c.firstErr) {
 		summary = append(summary, "first_error", c.firstErr.Error())
 	}
 	if runErr != nil {
+		runErr = s.dbErr(nil, runErr)
 		log.Error("Sync job failed", append(summary, "error", runErr.Error())...)
 		return runErr
 	}
@@ -207,6 +243,10 @@ func (s *syncUploads) check(ctx context.Context, r Run, sum store.UploadDue, c *
 	// in hand are still written when the fan-out stops for a bucket error.
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	budget := s.budget(sum.Due)
+	deadlineErr := fmt.Errorf("run budget %s exceeded (%d due, SYNC_CONCURRENCY %d): stopped starting HEADs; the rest are due next tick", budget, sum.Due, s.concurrency)
+	fctx, cancelBudget := context.WithTimeoutCause(fctx, budget, deadlineErr)
+	defer cancelBudget()
 	g, gctx := errgroup.WithContext(fctx)
 	g.SetLimit(s.concurrency)
 
@@ -233,6 +273,8 @@ func (s *syncUploads) check(ctx context.Context, r Run, sum store.UploadDue, c *
 		return headErr
 	case ctx.Err() != nil:
 		return context.Cause(ctx)
+	case errors.Is(context.Cause(fctx), deadlineErr):
+		return deadlineErr
 	case readErr != nil:
 		return readErr
 	}
@@ -281,16 +323,27 @@ func (s *syncUploads) head(ctx context.Context, log *slog.Logger, debug bool, u 
 	switch {
 	case err == nil:
 		c.exists.Add(1)
+		c.consecutive.Store(0)
 		if debug {
 			log.Debug("Upload EXISTS in R2", "upload_id", u.ID, "key", u.Key, "size", obj.Size, "etag", obj.ETag)
 		}
 		results <- headResult{u: u, found: true, obj: obj}
 	case errors.Is(err, bucket.ErrNotFound):
 		c.missing.Add(1)
+		c.consecutive.Store(0)
 		if debug {
 			log.Debug("Upload MISSING in R2", "upload_id", u.ID, "key", u.Key, "check_count", u.CheckCount)
 		}
 		results <- headResult{u: u, found: false}
+	case errors.Is(err, bucket.ErrKeyRejected):
+		// An answer about this upload's key: it backs off like a missing object and,
+		// past the TTL, fails with the reason. It never fails the run.
+		c.rejected.Add(1)
+		c.consecutive.Store(0)
+		if debug {
+			log.Debug("Upload key REJECTED by the bucket", "upload_id", u.ID, "key", u.Key, "error", err)
+		}
+		results <- headResult{u: u, rejected: err}
 	case errors.Is(err, bucket.ErrAccessDenied), errors.Is(err, bucket.ErrNoSuchBucket):
 		return err
 	case ctx.Err() != nil:
@@ -301,10 +354,38 @@ func (s *syncUploads) head(ctx context.Context, log *slog.Logger, debug bool, u 
 			s.metrics.UploadsChecked.WithLabelValues("error").Inc()
 		}
 		if debug {
-			log.Debug("Upload check ERROR, unchanged", "upload_id", u.ID, "key", u.Key, "error", err, "transient", bucket.IsTransient(err))
+			log.Debug("Upload check ERROR, status unchanged", "upload_id", u.ID, "key", u.Key, "error", err, "transient", bucket.IsTransient(err))
+		}
+		results <- headResult{u: u, retry: err}
+		if n := c.consecutive.Add(1); n >= s.abortAfter {
+			return &bucketDownError{n: n, last: err}
 		}
 	}
 	return nil
+}
+
+// bucketDownError stops a run whose HEADs keep failing with no definite answer.
+type bucketDownError struct {
+	n    int64
+	last error
+}
+
+func (e *bucketDownError) Error() string {
+	return fmt.Sprintf("bucket not answering: %d HEAD requests in a row failed; stopped this run (the failed uploads back off, the rest are due next tick); last: %v", e.n, e.last)
+}
+func (e *bucketDownError) Unwrap() error { return e.last }
+
+// dbErr explains a statement the application's table lock cancelled.
+func (s *syncUploads) dbErr(log *slog.Logger, err error) error {
+	if !store.IsLockTimeout(err) || strings.Contains(err.Error(), "is locked by another session") {
+		return err
+	}
+	err = fmt.Errorf("uploads table %s is locked by another session (waited lock_timeout %s); nothing changed, the next tick tries again: %w",
+		s.table, store.AppLockTimeout, err)
+	if log != nil {
+		log.Error("Sync job blocked by a lock on the uploads table", "table", s.table, "error", err.Error())
+	}
+	return err
 }
 
 // write turns answers into status changes and writes them in fenced batches. On a write
@@ -342,7 +423,7 @@ func (s *syncUploads) write(ctx context.Context, r Run, asOf time.Time, backoff 
 			return
 		}
 		c.batches.Add(1)
-		var up, fa, pe int64
+		var up, fa, pe, re int64
 		for _, st := range applied {
 			switch st {
 			case store.UploadUploaded:
@@ -351,12 +432,15 @@ func (s *syncUploads) write(ctx context.Context, r Run, asOf time.Time, backoff 
 				fa++
 			case store.UploadPending:
 				pe++
+			case store.UploadRetry:
+				re++
 			}
 		}
 		c.uploaded.Add(up)
 		c.failed.Add(fa)
 		c.pending.Add(pe)
-		c.notWritten.Add(n - int64(len(applied))) // rows no longer PENDING
+		c.retried.Add(re)
+		c.notWritten.Add(n - int64(len(applied))) // rows no longer PENDING, or held locked by the application
 		if s.metrics != nil {
 			s.metrics.UploadsChecked.WithLabelValues("uploaded").Add(float64(up))
 			s.metrics.UploadsChecked.WithLabelValues("failed").Add(float64(fa))
@@ -390,10 +474,30 @@ func (s *syncUploads) decide(res headResult, failedBefore time.Time) store.Uploa
 	case res.found:
 		return store.UploadCheck{ID: u.ID, Status: store.UploadUploaded,
 			Size: res.obj.Size, ETag: res.obj.ETag, ContentType: res.obj.ContentType}
+	case res.retry != nil:
+		return store.UploadCheck{ID: u.ID, Status: store.UploadRetry, Reason: truncate(res.retry.Error(), 1000)}
 	case !u.CreatedAt.After(failedBefore):
-		return store.UploadCheck{ID: u.ID, Status: store.UploadFailed,
-			Reason: fmt.Sprintf("object not found in bucket after SYNC_PENDING_TTL (%s); %d checks", s.ttl, u.CheckCount+1)}
+		reason := fmt.Sprintf("object not found in bucket after SYNC_PENDING_TTL (%s); %d checks", s.ttl, u.CheckCount+1)
+		if res.rejected != nil {
+			reason = fmt.Sprintf("the bucket rejects this key; gave up after SYNC_PENDING_TTL (%s), %d checks: %v", s.ttl, u.CheckCount+1, res.rejected)
+		}
+		return store.UploadCheck{ID: u.ID, Status: store.UploadFailed, Reason: truncate(reason, 1000)}
 	default:
-		return store.UploadCheck{ID: u.ID, Status: store.UploadPending}
+		var reason string
+		if res.rejected != nil {
+			reason = truncate(res.rejected.Error(), 1000)
+		}
+		return store.UploadCheck{ID: u.ID, Status: store.UploadPending, Reason: reason}
 	}
+}
+
+// truncate keeps error text stored per upload bounded (a key can be 1 KiB by itself).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -28,12 +28,23 @@
 //   - Because T/2 < T, a live holder always gives up before the server would let anyone
 //     else take the lock. A paused holder cannot give up while paused; that is what
 //     fencing is for.
-//   - Takeover: standbys try the lock once per tick. A new holder that finds the previous
-//     run still marked running waits until that run leaves "running" or T/2 has passed
-//     since it took the lock, then marks it abandoned (scheduler.TakeOver). Worst case
-//     after a crash: one interval + T/2; after a pause: T + one interval + T/2; each plus
-//     the scheduler's wake-up slack after a boundary (≤ 50 ms) and a few statements.
-//     Measured in BENCHMARKS.md (item 6).
+//
+// # Takeover
+//
+// Standbys try the lock once per tick. A new holder that finds the previous run still
+// marked running marks it abandoned (scheduler.TakeOver); what it waits first depends on
+// the job's class (jobs.Job.ExternalEffects):
+//
+//	job                                    waits before its first run      after a crash            after a pause or partition
+//	fenced database writes only            nothing                         ≤ one interval           ≤ T + one interval
+//	effects outside the database (delete)  until the old run ends, ≤ T/2   ≤ one interval + T/2     ≤ T + one interval + T/2
+//
+// Each bound is plus the scheduler's wake-up slack after a boundary (≤ 50 ms) and a few
+// statements. A fenced job needs no wait: the abandon waits for the old run's in-flight
+// fenced transaction (its FOR SHARE row lock) and every later fence check fails, so an
+// old holder that is only paused may still finish read-only work (HEADs) for up to T/2,
+// but nothing it writes lands. A job with external effects must not act while the old
+// holder might, hence T/2. Measured in BENCHMARKS.md.
 //
 // # Fencing
 //

@@ -177,7 +177,7 @@ func fencedRun(t *testing.T, job string) (*store.Store, *lock.Session, *lock.Lea
 	key := lock.KeyFor(job)
 	a := newSession(t, url, "a", key, fast)
 	la := acquire(t, a)
-	claim, err := st.ClaimTick(ctx, job, time.Hour, "a", store.StatusRunning, la.PID)
+	claim, err := st.ClaimTick(ctx, job, time.Hour, "a", store.StatusRunning, store.LockRef{Namespace: key.Namespace, Key: key.ID, PID: la.PID})
 	if err != nil {
 		t.Fatal(err)
 	}

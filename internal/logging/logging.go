@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Component is the attribute that becomes the "[name]" prefix of text lines.
@@ -94,9 +96,9 @@ func (h *TextHandler) Handle(_ context.Context, r slog.Record) error {
 		return true
 	})
 	b.WriteString(" [")
-	b.WriteString(component)
+	b.WriteString(safeComponent(component))
 	b.WriteString("] ")
-	b.WriteString(r.Message)
+	b.WriteString(safeMessage(r.Message))
 	b.WriteString(h.attrs)
 	b.WriteString(rest.String())
 	b.WriteByte('\n')
@@ -122,7 +124,7 @@ func appendAttr(b *strings.Builder, group string, a slog.Attr) {
 		return
 	}
 	b.WriteByte(' ')
-	b.WriteString(key)
+	b.WriteString(quoteIfNeeded(key))
 	b.WriteByte('=')
 	var s string
 	switch a.Value.Kind() {
@@ -133,8 +135,60 @@ func appendAttr(b *strings.Builder, group string, a slog.Attr) {
 	default:
 		s = a.Value.String()
 	}
-	if s == "" || strings.ContainsAny(s, " \t\n\"=") {
-		s = fmt.Sprintf("%q", s)
+	b.WriteString(quoteIfNeeded(s))
+}
+
+// Escaping. Attribute values come from anywhere (object keys, bucket and database
+// errors), so none may break a line, forge a "TIME LEVEL [job]" prefix on a line of its
+// own, or reach the terminal as a control sequence. As slog's own text handler does, a
+// value is written as strconv.Quote writes it when it is empty or has a space, '=', a
+// quote, a control character (newlines, ESC of ANSI sequences, DEL), a non-printable or
+// non-ASCII space rune (U+2028, NEL) or invalid UTF-8. The message keeps its
+// prefix-style text ("Found 3 PENDING uploads in DB"); only a message with something
+// unsafe is quoted whole, so a key formatted into one cannot forge a line either.
+
+// quoteIfNeeded quotes s as slog's text handler would.
+func quoteIfNeeded(s string) string {
+	if s == "" || strings.ContainsAny(s, " =\"") || unsafe(s) {
+		return strconv.Quote(s)
 	}
-	b.WriteString(s)
+	return s
+}
+
+// safeMessage is the message as written: unchanged unless unsafe, then quoted.
+func safeMessage(s string) string {
+	if unsafe(s) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// safeComponent is the "[name]" prefix: a job name, quoted if it could break the
+// prefix itself.
+func safeComponent(s string) string {
+	if strings.ContainsAny(s, " []\"") || unsafe(s) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// unsafe reports a control character, a rune strconv.Quote would escape (anything
+// not printable, every space but ' '), or invalid UTF-8.
+func unsafe(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return true
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || !strconv.IsPrint(r) {
+			return true
+		}
+		i += size
+	}
+	return false
 }

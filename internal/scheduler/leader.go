@@ -118,16 +118,23 @@ func (l *leader) tick(ctx context.Context) {
 		}
 	}
 	st := l.s.opts.Store
+	// A claim is fenced in its statement (the lock must be held by our lock session when
+	// it executes) and bounded by the lease: a claim stuck in a partition gives up within
+	// the client bound instead of landing when the network heals.
+	key := l.sess.Key()
+	ref := store.LockRef{Namespace: key.Namespace, Key: key.ID, PID: l.lease.PID}
+	cctx, cancel := context.WithTimeout(ctx, l.sess.Options().ClientBound())
+	defer cancel()
 	if l.cur != nil {
-		claim, err := st.ClaimTick(ctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusSkipped, l.lease.PID)
+		claim, err := st.ClaimTick(cctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusSkipped, ref)
 		if err == nil {
-			_ = st.FinishSkipped(ctx, claim.RunID)
+			_ = st.FinishSkipped(cctx, claim.RunID)
 			obs.TickSkipped(l.job.Name)
 			l.log.Info("Skipped tick: previous run still running", "tick_at", claim.TickAt, "running_run_id", l.cur.id)
 		}
 		return
 	}
-	claim, err := st.ClaimTick(ctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusRunning, l.lease.PID)
+	claim, err := st.ClaimTick(cctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusRunning, ref)
 	if errors.Is(err, store.ErrTickClaimed) {
 		l.log.Debug("Tick window already claimed")
 		return
@@ -144,7 +151,7 @@ func (l *leader) takeOver(ctx context.Context) error {
 	if l.cur != nil {
 		skip = l.cur.id
 	}
-	return TakeOver(ctx, l.s.opts.Store, l.log, l.job.Name, l.s.opts.WorkerID, l.lease, l.sess.Options().ClientBound(), skip)
+	return TakeOver(ctx, l.s.opts.Store, l.log, l.job.Name, l.s.opts.WorkerID, l.lease, TakeOverWait(l.job, l.sess.Options()), skip)
 }
 
 func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, req *manualRequest) {
@@ -247,11 +254,21 @@ func (l *leader) shutdown() {
 	_ = l.sess.Close(cctx)
 }
 
+// TakeOverWait is how long a new leader of job waits for a previous run still marked
+// running: the previous holder's client bound for a job with effects outside the
+// database, nothing for a job whose effects are all fenced writes.
+func TakeOverWait(job jobs.Job, o lock.Options) time.Duration {
+	if job.ExternalEffects {
+		return o.ClientBound()
+	}
+	return 0
+}
+
 // TakeOver handles runs a previous leader left marked running (guarantee 3b). Call it
 // right after taking the lock, before starting a run: it waits until each such run
-// leaves "running" or bound (the previous holder's client-side bound) has passed since
-// the lock was taken, then marks it abandoned. The fence's row lock makes the abandon
-// wait for any write that run has in flight; after it, the run's writes fail.
+// leaves "running" or bound (TakeOverWait) has passed since the lock was taken, then
+// marks it abandoned. The fence's row lock makes the abandon wait for any write that
+// run has in flight; after it, the run's writes fail.
 func TakeOver(ctx context.Context, st *store.Store, log *slog.Logger, job, workerID string, lease *lock.Lease, bound time.Duration, skipRunID int64) error {
 	running, err := st.RunningRuns(ctx, job)
 	if err != nil {
@@ -262,8 +279,10 @@ func TakeOver(ctx context.Context, st *store.Store, log *slog.Logger, job, worke
 			continue
 		}
 		deadline := lease.Acquired.Add(bound)
-		log.Info("Previous run still marked running; waiting out the lock bound before taking over",
-			"previous_run_id", r.ID, "previous_worker_id", r.WorkerID, "bound", bound)
+		if bound > 0 {
+			log.Info("Previous run still marked running; waiting out the lock bound before taking over",
+				"previous_run_id", r.ID, "previous_worker_id", r.WorkerID, "bound", bound)
+		}
 		for time.Now().Before(deadline) {
 			run, err := st.GetRun(ctx, r.ID)
 			if err != nil {

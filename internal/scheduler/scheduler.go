@@ -90,11 +90,13 @@ func New(opts Options, js []jobs.Job) (*Scheduler, error) {
 // Register records the jobs and their lock keys in worker_jobs. A job whose recorded
 // interval differs from this replica's is logged as a warning: replicas should agree.
 func (s *Scheduler) Register(ctx context.Context) error {
-	return RegisterJobs(ctx, s.opts.Store, s.log, s.jobs)
+	return RegisterJobs(ctx, s.opts.Store, s.log, s.jobs, true)
 }
 
-// RegisterJobs records jobs in worker_jobs (shared by run and once).
-func RegisterJobs(ctx context.Context, st *store.Store, log *slog.Logger, js []jobs.Job) error {
+// RegisterJobs records jobs in worker_jobs (shared by run and once). A replica that runs
+// the loop (recordInterval) records its interval when it differs; a one-off command
+// (`once`) only warns, so a manual run never changes the fleet's schedule.
+func RegisterJobs(ctx context.Context, st *store.Store, log *slog.Logger, js []jobs.Job, recordInterval bool) error {
 	for _, j := range js {
 		k := lock.KeyFor(j.Name)
 		recorded, err := st.RegisterJob(ctx, j.Name, k.Namespace, k.ID, j.Interval)
@@ -104,6 +106,9 @@ func RegisterJobs(ctx context.Context, st *store.Store, log *slog.Logger, js []j
 		if recorded != j.Interval {
 			log.Warn("Interval differs from the one recorded for this job; replicas should share it",
 				"job", j.Name, "configured", j.Interval, "recorded", recorded)
+			if !recordInterval {
+				continue
+			}
 			if err := st.SetJobInterval(ctx, j.Name, j.Interval); err != nil {
 				return err
 			}

@@ -369,7 +369,7 @@ func TestIntervalMismatchWarns(t *testing.T) {
 		return []jobs.Job{{Name: "shared", Interval: iv, Run: func(context.Context, jobs.Run) error { return nil }}}
 	}
 	first := &captureHandler{}
-	if err := scheduler.RegisterJobs(ctx, st, slog.New(first), job(5*time.Second)); err != nil {
+	if err := scheduler.RegisterJobs(ctx, st, slog.New(first), job(5*time.Second), true); err != nil {
 		t.Fatal(err)
 	}
 	const warning = "Interval differs from the one recorded for this job; replicas should share it"
@@ -377,14 +377,30 @@ func TestIntervalMismatchWarns(t *testing.T) {
 		t.Error("first registration warned")
 	}
 	same := &captureHandler{}
-	if err := scheduler.RegisterJobs(ctx, st, slog.New(same), job(5*time.Second)); err != nil || same.has(warning) {
+	if err := scheduler.RegisterJobs(ctx, st, slog.New(same), job(5*time.Second), true); err != nil || same.has(warning) {
 		t.Errorf("same interval: err %v, warned %v", err, same.has(warning))
 	}
-	other := &captureHandler{}
-	if err := scheduler.RegisterJobs(ctx, st, slog.New(other), job(7*time.Second)); err != nil {
+	recorded := func() time.Duration {
+		t.Helper()
+		list, err := st.ListJobs(ctx)
+		if err != nil || len(list) != 1 {
+			t.Fatalf("worker_jobs: %v, %v", list, err)
+		}
+		return time.Duration(list[0].IntervalMs) * time.Millisecond
+	}
+	// A one-off command (`once`) with another interval warns but leaves the fleet's.
+	once := &captureHandler{}
+	if err := scheduler.RegisterJobs(ctx, st, slog.New(once), job(9*time.Second), false); err != nil {
 		t.Fatal(err)
 	}
-	if !other.has(warning) {
-		t.Error("a different interval did not warn")
+	if !once.has(warning) || recorded() != 5*time.Second {
+		t.Errorf("once with another interval: warned %v, recorded %s; want a warning and 5s kept", once.has(warning), recorded())
+	}
+	other := &captureHandler{}
+	if err := scheduler.RegisterJobs(ctx, st, slog.New(other), job(7*time.Second), true); err != nil {
+		t.Fatal(err)
+	}
+	if !other.has(warning) || recorded() != 7*time.Second {
+		t.Errorf("a replica with a different interval: warned %v, recorded %s", other.has(warning), recorded())
 	}
 }

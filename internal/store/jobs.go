@@ -28,7 +28,8 @@ const (
 	TriggerManual   = "manual"
 )
 
-// ErrTickClaimed means another run (here or on another replica) already claimed the window.
+// ErrTickClaimed means another run (here or on another replica) already claimed the
+// window, or the claiming session no longer holds the job's lock.
 var ErrTickClaimed = errors.New("tick window already claimed")
 
 // JobRun is one row of job_runs.
@@ -82,13 +83,21 @@ func (s *Store) ListJobs(ctx context.Context) ([]dbsqlc.WorkerJobListRow, error)
 	return s.q.WorkerJobList(ctx)
 }
 
+// LockRef names the advisory lock (namespace, key) a session (backend PID) must hold
+// for a claim to count.
+type LockRef struct {
+	Namespace, Key int32
+	PID            int32
+}
+
 // ClaimTick claims the current window of job (database clock) for a scheduled run with
-// the given status (running, or skipped when an earlier run still overlaps it).
-// ErrTickClaimed when the window is taken.
-func (s *Store) ClaimTick(ctx context.Context, job string, interval time.Duration, workerID, status string, lockPID int32) (Claim, error) {
+// the given status (running, or skipped when an earlier run still overlaps it), in one
+// statement that also checks the lock session still holds the job's lock.
+// ErrTickClaimed when the window is taken or the lock is not held (any more).
+func (s *Store) ClaimTick(ctx context.Context, job string, interval time.Duration, workerID, status string, lock LockRef) (Claim, error) {
 	row, err := s.q.JobRunClaim(ctx, dbsqlc.JobRunClaimParams{
 		Job: job, IntervalMs: interval.Milliseconds(), WorkerID: workerID, Status: status,
-		LockPid: pgtype.Int4{Int32: lockPID, Valid: lockPID != 0},
+		LockPid: lock.PID, LockNamespace: int64(lock.Namespace), LockKey: int64(lock.Key),
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Claim{}, ErrTickClaimed
@@ -142,9 +151,28 @@ func (s *Store) RunningRuns(ctx context.Context, job string) ([]dbsqlc.JobRunLis
 }
 
 // AbandonRun marks a running run abandoned; false if it had already finished.
+//
+// It waits, without the pool's lock_timeout, for fenced writes of that run still in
+// flight (they hold its row FOR SHARE): once it returns, none of them can commit. The
+// wait is bounded by the old session's idle_in_transaction_session_timeout.
 func (s *Store) AbandonRun(ctx context.Context, id int64, reason string) (bool, error) {
-	n, err := s.q.JobRunAbandon(ctx, dbsqlc.JobRunAbandonParams{ID: id, Error: pgtype.Text{String: reason, Valid: true}})
-	return n == 1, err
+	abandon := func(q *dbsqlc.Queries) (bool, error) {
+		n, err := q.JobRunAbandon(ctx, dbsqlc.JobRunAbandonParams{ID: id, Error: pgtype.Text{String: reason, Valid: true}})
+		return n == 1, err
+	}
+	if s.pool == nil {
+		return abandon(s.q)
+	}
+	var ok bool
+	err := s.Tx(ctx, func(tx *Store) error {
+		if _, err := tx.db.Exec(ctx, `SET LOCAL lock_timeout = 0`); err != nil {
+			return err
+		}
+		var err error
+		ok, err = abandon(tx.q)
+		return err
+	})
+	return ok, err
 }
 
 // GetRun returns one run.

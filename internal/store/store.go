@@ -84,6 +84,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	connCfg.RuntimeParams["search_path"] = SearchPath(opts.Schema)
+	connCfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(AppLockTimeout.Milliseconds(), 10)
 	if opts.IdleInTxTimeout > 0 {
 		connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(opts.IdleInTxTimeout.Milliseconds(), 10)
 	}
@@ -207,4 +208,19 @@ func isNetErr(err error) bool {
 func isUndefined(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+}
+
+// ErrLockTimeout means a statement waited lock_timeout for a lock another session held
+// (the application locked its table): nothing changed.
+var ErrLockTimeout = errors.New("lock timeout")
+
+// AppLockTimeout bounds how long any statement of the worker's pool waits for a lock: the
+// application's rows and tables are the application's, and the worker never queues behind
+// them (row locks are skipped outright; see upload_checks_apply).
+const AppLockTimeout = 2 * time.Second
+
+// IsLockTimeout reports a statement cancelled by lock_timeout (SQLSTATE 55P03).
+func IsLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.Is(err, ErrLockTimeout) || (errors.As(err, &pgErr) && pgErr.Code == "55P03")
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/bg-worker/bg-worker/internal/store"
 	"github.com/bg-worker/bg-worker/internal/testenv"
 	"github.com/bg-worker/bg-worker/migrations"
@@ -85,17 +87,44 @@ func TestSchemaVersionOnEmptyDatabase(t *testing.T) {
 	}
 }
 
+// holdLock takes advisory lock (0x62677772, key) on a connection of its own, held until
+// the test ends.
+func holdLock(t *testing.T, url string, key int32) store.LockRef {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	ref := store.LockRef{Namespace: migrations.LockNamespace, Key: key}
+	if err := conn.QueryRow(context.Background(), `SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock($1, $2)) l`,
+		ref.Namespace, ref.Key).Scan(&ref.PID); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
 func TestClaimTickOncePerWindow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, err := store.Open(ctx, testenv.DatabaseURL(t), store.Options{})
+	url := testenv.DatabaseURL(t)
+	st, err := store.Open(ctx, url, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	// A long window, so all claims below fall in the same one.
 	const interval = time.Hour
-	first, err := st.ClaimTick(ctx, "j", interval, "w1", store.StatusRunning, 0)
+	// Claims count only while the claiming session holds the job's lock.
+	held := holdLock(t, url, 7)
+	other := holdLock(t, url, 8)
+	if _, err := st.ClaimTick(ctx, "j", interval, "w1", store.StatusRunning, store.LockRef{Namespace: held.Namespace, Key: held.Key, PID: held.PID + 1}); !errors.Is(err, store.ErrTickClaimed) {
+		t.Fatalf("claim by a session that holds nothing: %v, want ErrTickClaimed", err)
+	}
+	if _, err := st.ClaimTick(ctx, "j", interval, "w1", store.StatusRunning, store.LockRef{Namespace: held.Namespace, Key: other.Key, PID: held.PID}); !errors.Is(err, store.ErrTickClaimed) {
+		t.Fatalf("claim under another job's lock: %v, want ErrTickClaimed", err)
+	}
+	first, err := st.ClaimTick(ctx, "j", interval, "w1", store.StatusRunning, held)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +132,7 @@ func TestClaimTickOncePerWindow(t *testing.T) {
 		t.Errorf("tick_at %s is not a window start", first.TickAt)
 	}
 	for _, w := range []string{"w1", "w2"} {
-		if _, err := st.ClaimTick(ctx, "j", interval, w, store.StatusRunning, 0); !errors.Is(err, store.ErrTickClaimed) {
+		if _, err := st.ClaimTick(ctx, "j", interval, w, store.StatusRunning, held); !errors.Is(err, store.ErrTickClaimed) {
 			t.Errorf("second claim by %s: %v, want ErrTickClaimed", w, err)
 		}
 	}
@@ -111,7 +140,7 @@ func TestClaimTickOncePerWindow(t *testing.T) {
 	if _, err := st.StartManualRun(ctx, "j", "w2", 0, "req"); err != nil {
 		t.Errorf("manual run: %v", err)
 	}
-	if _, err := st.ClaimTick(ctx, "other", interval, "w2", store.StatusRunning, 0); err != nil {
+	if _, err := st.ClaimTick(ctx, "other", interval, "w2", store.StatusRunning, other); err != nil {
 		t.Errorf("other job: %v", err)
 	}
 	// A finished run cannot be re-finished; an abandoned run stays abandoned.

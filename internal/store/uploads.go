@@ -21,6 +21,8 @@ const (
 	UploadUploaded = uploadmap.OutcomeUploaded
 	UploadFailed   = uploadmap.OutcomeFailed
 	UploadPending  = uploadmap.OutcomePending
+	// UploadRetry is a transient error: status unchanged, the next check backs off.
+	UploadRetry = uploadmap.OutcomeRetry
 )
 
 // UploadDue summarises the PENDING uploads at the start of a sync run.
@@ -82,12 +84,13 @@ func (s *Store) UploadListDue(ctx context.Context, prefix string, asOf time.Time
 type UploadCheck struct {
 	ID string
 	// Status is the outcome: UploadUploaded (the object exists), UploadFailed (missing
-	// past its TTL) or UploadPending (missing, checked again after a backoff).
+	// past its TTL), UploadPending (missing or its key rejected, checked again after a
+	// backoff) or UploadRetry (a transient error: checked again after its own backoff).
 	Status      string
 	Size        int64  // UPLOADED only
 	ETag        string // UPLOADED only; "" is stored as NULL
 	ContentType string // UPLOADED only; "" is stored as NULL
-	Reason      string // FAILED only: last_error
+	Reason      string // last_error: why it FAILED, why its key was rejected, the transient error
 }
 
 // Backoff is how a still-missing upload's next check is pushed back: next_check_at =
@@ -123,7 +126,7 @@ func (s *Store) UploadMarkChecked(ctx context.Context, checks []UploadCheck, b B
 	}
 	for i, c := range checks {
 		switch c.Status {
-		case UploadUploaded, UploadFailed, UploadPending:
+		case UploadUploaded, UploadFailed, UploadPending, UploadRetry:
 		default:
 			return nil, fmt.Errorf("mark uploads checked: upload %s: invalid status %q", c.ID, c.Status)
 		}
@@ -134,13 +137,13 @@ func (s *Store) UploadMarkChecked(ctx context.Context, checks []UploadCheck, b B
 	if err != nil {
 		return nil, fmt.Errorf("mark %d uploads checked: %w", len(checks), err)
 	}
+	asked := make(map[string]string, len(checks))
+	for _, c := range checks {
+		asked[c.ID] = c.Status
+	}
 	out := make(map[string]string, len(rows))
 	for _, r := range rows {
-		if r.Outcome.Valid {
-			out[r.UploadID] = r.Outcome.String
-		} else {
-			out[r.UploadID] = UploadPending
-		}
+		out[r.UploadID] = asked[r.UploadID]
 	}
 	return out, nil
 }
@@ -148,6 +151,7 @@ func (s *Store) UploadMarkChecked(ctx context.Context, checks []UploadCheck, b B
 // UploadState is the worker's bookkeeping for one upload.
 type UploadState struct {
 	CheckCount  int32
+	ErrorCount  int32
 	NextCheckAt time.Time
 	FirstSeenAt time.Time
 	LastError   string
@@ -162,7 +166,7 @@ func (s *Store) UploadState(ctx context.Context, id string) (UploadState, error)
 	if err != nil {
 		return UploadState{}, notFound(err)
 	}
-	return UploadState{CheckCount: r.CheckCount, NextCheckAt: r.NextCheckAt, FirstSeenAt: r.FirstSeenAt,
+	return UploadState{CheckCount: r.CheckCount, ErrorCount: r.ErrorCount, NextCheckAt: r.NextCheckAt, FirstSeenAt: r.FirstSeenAt,
 		LastError: r.LastError.String, Outcome: r.Outcome.String, ResolvedAt: r.ResolvedAt}, nil
 }
 

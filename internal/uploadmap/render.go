@@ -16,7 +16,10 @@ import (
 const (
 	OutcomeUploaded = "UPLOADED" // the object exists
 	OutcomeFailed   = "FAILED"   // missing past SYNC_PENDING_TTL
-	OutcomePending  = "PENDING"  // missing, checked again after a backoff
+	OutcomePending  = "PENDING"  // missing (or its key rejected), checked again after a backoff
+	// OutcomeRetry is a transient error (timeout, 5xx, throttling): the upload's status
+	// stays, its next check backs off by its own error count.
+	OutcomeRetry = "RETRY"
 )
 
 // DefaultResolved is the default mapping resolved against the default table that
@@ -176,11 +179,26 @@ WHERE c.resolved_at IS NULL
 		sets = append(sets, fmt.Sprintf("%s = %s", ident(r.UpdatedAt.Name), now(*r.UpdatedAt)))
 	}
 
-	fmt.Fprintf(&b, `-- Writes one batch of check outcomes (ids and the other arrays are parallel; outcome is
--- UPLOADED, FAILED or PENDING). UPLOADED and FAILED change the application's row if it is
--- still PENDING and not locked by anyone else (SKIP LOCKED: a row the application holds is
--- checked again next tick, the worker never waits for it); PENDING only pushes the next
--- check back. Returns the worker's state rows that changed.
+	// The function, with named slots: every value below is quoted or an identifier.
+	fn := strings.NewReplacer(
+		"{{TABLE}}", t,
+		"{{L_ID}}", id("l"),
+		"{{U_ID}}", id("u"),
+		"{{JOIN_L}}", joinID("l", "x.upload_id"),
+		"{{L_STATUS}}", col("l", r.Status),
+		"{{PENDING_VALUE}}", pending,
+		"{{SETS}}", strings.Join(sets, ",\n        "),
+		"{{UPLOADED}}", literal(OutcomeUploaded),
+		"{{FAILED}}", literal(OutcomeFailed),
+		"{{PENDING}}", literal(OutcomePending),
+		"{{RETRY}}", literal(OutcomeRetry),
+	).Replace(`-- Writes one batch of check outcomes (ids and the other arrays are parallel; outcome is
+-- UPLOADED, FAILED, PENDING or RETRY). UPLOADED and FAILED change the application's row if
+-- it is still PENDING and not locked by anyone else (SKIP LOCKED: a row the application
+-- holds is checked again next tick, the worker never waits for it). PENDING (missing, or
+-- its key rejected) pushes the next check back by the check count, RETRY (a transient
+-- error) by the error count; neither touches the application's row. Returns the worker's
+-- state rows that changed.
 CREATE FUNCTION upload_checks_apply(
     ids text[], outcomes text[], sizes bigint[], etags text[], content_types text[], errors text[],
     backoff_from timestamptz, tick_ms double precision, max_backoff_ms double precision)
@@ -193,52 +211,52 @@ WITH x AS (
          AS x(upload_id, outcome, size_bytes, etag, content_type, last_error)
 ),
 k AS (
-    SELECT %s AS id, x.upload_id, x.outcome, x.size_bytes, x.etag, x.content_type
+    SELECT {{L_ID}} AS id, x.upload_id, x.outcome, x.size_bytes, x.etag, x.content_type
     FROM x
-    JOIN %s AS l ON %s
-    WHERE x.outcome IN (%s, %s) AND %s = %s
-    ORDER BY %s
+    JOIN {{TABLE}} AS l ON {{JOIN_L}}
+    WHERE x.outcome IN ({{UPLOADED}}, {{FAILED}}) AND {{L_STATUS}} = {{PENDING_VALUE}}
+    ORDER BY {{L_ID}}
     FOR UPDATE OF l SKIP LOCKED
 ),
 app AS (
-    UPDATE %s AS u
-    SET %s
+    UPDATE {{TABLE}} AS u
+    SET {{SETS}}
     FROM k
-    WHERE %s = k.id
+    WHERE {{U_ID}} = k.id
     RETURNING k.upload_id, k.outcome
 ),
 still AS (
-    SELECT x.upload_id, x.outcome
+    SELECT x.upload_id, x.outcome, x.last_error
     FROM x
-    JOIN %s AS l ON %s
-    WHERE x.outcome = %s AND %s = %s
+    JOIN {{TABLE}} AS l ON {{JOIN_L}}
+    WHERE x.outcome IN ({{PENDING}}, {{RETRY}}) AND {{L_STATUS}} = {{PENDING_VALUE}}
 ),
 r AS (
-    SELECT app.upload_id, app.outcome, nullif(x.last_error, '') AS last_error
+    SELECT app.upload_id, app.outcome, x.last_error
     FROM app JOIN x ON x.upload_id = app.upload_id
     UNION ALL
-    SELECT still.upload_id, still.outcome, NULL
+    SELECT still.upload_id, still.outcome, still.last_error
     FROM still
 )
 UPDATE upload_checks AS c
-SET check_count     = c.check_count + 1,
+SET check_count     = CASE WHEN r.outcome = {{RETRY}} THEN c.check_count ELSE c.check_count + 1 END,
+    error_count     = CASE WHEN r.outcome = {{RETRY}} THEN c.error_count + 1 ELSE 0 END,
     last_checked_at = now(),
-    next_check_at   = CASE WHEN r.outcome = %s
-                           THEN backoff_from + least(max_backoff_ms, tick_ms * power(2::float8, least(c.check_count, 40)::float8))
-                                               * interval '1 millisecond'
-                           ELSE c.next_check_at END,
-    outcome         = CASE WHEN r.outcome = %s THEN NULL ELSE r.outcome END,
-    resolved_at     = CASE WHEN r.outcome = %s THEN NULL ELSE now() END,
-    last_error      = r.last_error
+    next_check_at   = CASE r.outcome
+                      WHEN {{PENDING}} THEN backoff_from + least(max_backoff_ms, tick_ms * power(2::float8, least(c.check_count, 40)::float8))
+                                                           * interval '1 millisecond'
+                      WHEN {{RETRY}} THEN backoff_from + least(max_backoff_ms, tick_ms * power(2::float8, least(c.error_count, 40)::float8))
+                                                         * interval '1 millisecond'
+                      ELSE c.next_check_at END,
+    outcome         = CASE WHEN r.outcome IN ({{PENDING}}, {{RETRY}}) THEN NULL ELSE r.outcome END,
+    resolved_at     = CASE WHEN r.outcome IN ({{PENDING}}, {{RETRY}}) THEN NULL ELSE now() END,
+    last_error      = nullif(r.last_error, '')
 FROM r
 WHERE c.upload_id = r.upload_id AND c.resolved_at IS NULL
 RETURNING c.*
 $fn$;
-`,
-		id("l"), t, joinID("l", "x.upload_id"), literal(OutcomeUploaded), literal(OutcomeFailed), col("l", r.Status), pending, id("l"),
-		t, strings.Join(sets, ",\n        "), id("u"),
-		t, joinID("l", "x.upload_id"), literal(OutcomePending), col("l", r.Status), pending,
-		literal(OutcomePending), literal(OutcomePending), literal(OutcomePending))
+`)
+	b.WriteString(fn)
 	return b.String()
 }
 

@@ -34,10 +34,12 @@ WHERE c.resolved_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM "public"."uploads" AS u WHERE u."id" = c.upload_id::bigint AND u."status" = 'PENDING'::text);
 
 -- Writes one batch of check outcomes (ids and the other arrays are parallel; outcome is
--- UPLOADED, FAILED or PENDING). UPLOADED and FAILED change the application's row if it is
--- still PENDING and not locked by anyone else (SKIP LOCKED: a row the application holds is
--- checked again next tick, the worker never waits for it); PENDING only pushes the next
--- check back. Returns the worker's state rows that changed.
+-- UPLOADED, FAILED, PENDING or RETRY). UPLOADED and FAILED change the application's row if
+-- it is still PENDING and not locked by anyone else (SKIP LOCKED: a row the application
+-- holds is checked again next tick, the worker never waits for it). PENDING (missing, or
+-- its key rejected) pushes the next check back by the check count, RETRY (a transient
+-- error) by the error count; neither touches the application's row. Returns the worker's
+-- state rows that changed.
 CREATE FUNCTION upload_checks_apply(
     ids text[], outcomes text[], sizes bigint[], etags text[], content_types text[], errors text[],
     backoff_from timestamptz, tick_ms double precision, max_backoff_ms double precision)
@@ -70,28 +72,31 @@ app AS (
     RETURNING k.upload_id, k.outcome
 ),
 still AS (
-    SELECT x.upload_id, x.outcome
+    SELECT x.upload_id, x.outcome, x.last_error
     FROM x
     JOIN "public"."uploads" AS l ON l."id" = x.upload_id::bigint
-    WHERE x.outcome = 'PENDING' AND l."status" = 'PENDING'::text
+    WHERE x.outcome IN ('PENDING', 'RETRY') AND l."status" = 'PENDING'::text
 ),
 r AS (
-    SELECT app.upload_id, app.outcome, nullif(x.last_error, '') AS last_error
+    SELECT app.upload_id, app.outcome, x.last_error
     FROM app JOIN x ON x.upload_id = app.upload_id
     UNION ALL
-    SELECT still.upload_id, still.outcome, NULL
+    SELECT still.upload_id, still.outcome, still.last_error
     FROM still
 )
 UPDATE upload_checks AS c
-SET check_count     = c.check_count + 1,
+SET check_count     = CASE WHEN r.outcome = 'RETRY' THEN c.check_count ELSE c.check_count + 1 END,
+    error_count     = CASE WHEN r.outcome = 'RETRY' THEN c.error_count + 1 ELSE 0 END,
     last_checked_at = now(),
-    next_check_at   = CASE WHEN r.outcome = 'PENDING'
-                           THEN backoff_from + least(max_backoff_ms, tick_ms * power(2::float8, least(c.check_count, 40)::float8))
-                                               * interval '1 millisecond'
-                           ELSE c.next_check_at END,
-    outcome         = CASE WHEN r.outcome = 'PENDING' THEN NULL ELSE r.outcome END,
-    resolved_at     = CASE WHEN r.outcome = 'PENDING' THEN NULL ELSE now() END,
-    last_error      = r.last_error
+    next_check_at   = CASE r.outcome
+                      WHEN 'PENDING' THEN backoff_from + least(max_backoff_ms, tick_ms * power(2::float8, least(c.check_count, 40)::float8))
+                                                           * interval '1 millisecond'
+                      WHEN 'RETRY' THEN backoff_from + least(max_backoff_ms, tick_ms * power(2::float8, least(c.error_count, 40)::float8))
+                                                         * interval '1 millisecond'
+                      ELSE c.next_check_at END,
+    outcome         = CASE WHEN r.outcome IN ('PENDING', 'RETRY') THEN NULL ELSE r.outcome END,
+    resolved_at     = CASE WHEN r.outcome IN ('PENDING', 'RETRY') THEN NULL ELSE now() END,
+    last_error      = nullif(r.last_error, '')
 FROM r
 WHERE c.upload_id = r.upload_id AND c.resolved_at IS NULL
 RETURNING c.*

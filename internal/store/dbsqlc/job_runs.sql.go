@@ -34,22 +34,28 @@ func (q *Queries) JobRunAbandon(ctx context.Context, arg JobRunAbandonParams) (i
 
 const jobRunClaim = `-- name: JobRunClaim :one
 INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid)
-VALUES (
-    $1,
-    -- = to_timestamp(floor(epoch_ms / interval_ms) * interval_ms / 1000)
-    date_bin(make_interval(secs => $2::bigint / 1000.0), clock_timestamp(), timestamptz '1970-01-01 00:00:00+00'),
-    'schedule', $3, $4, $5
-)
+SELECT $1,
+       -- = to_timestamp(floor(epoch_ms / interval_ms) * interval_ms / 1000)
+       date_bin(make_interval(secs => $2::bigint / 1000.0), clock_timestamp(), timestamptz '1970-01-01 00:00:00+00'),
+       'schedule', $3, $4, $5::int
+WHERE EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $5::int
+      AND l.classid::bigint = $6::bigint AND l.objid::bigint = $7::bigint
+      AND l.objsubid = 2
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
 ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
 RETURNING id, tick_at, started_at
 `
 
 type JobRunClaimParams struct {
-	Job        string      `json:"job"`
-	IntervalMs int64       `json:"interval_ms"`
-	WorkerID   string      `json:"worker_id"`
-	Status     string      `json:"status"`
-	LockPid    pgtype.Int4 `json:"lock_pid"`
+	Job           string `json:"job"`
+	IntervalMs    int64  `json:"interval_ms"`
+	WorkerID      string `json:"worker_id"`
+	Status        string `json:"status"`
+	LockPid       int32  `json:"lock_pid"`
+	LockNamespace int64  `json:"lock_namespace"`
+	LockKey       int64  `json:"lock_key"`
 }
 
 type JobRunClaimRow struct {
@@ -58,8 +64,11 @@ type JobRunClaimRow struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-// Claims the current tick window of a job (database clock) for a scheduled run. No row
-// when the window is already claimed, by this replica or another.
+// Claims the current tick window of a job (database clock) for a scheduled run, only
+// while the session @lock_pid holds the job's advisory lock: checked in this statement,
+// so a claim sent before a partition and delivered after another replica took the lock
+// claims nothing. No row when the window is already claimed (by this replica or
+// another) or the lock is not held.
 func (q *Queries) JobRunClaim(ctx context.Context, arg JobRunClaimParams) (JobRunClaimRow, error) {
 	row := q.db.QueryRow(ctx, jobRunClaim,
 		arg.Job,
@@ -67,6 +76,8 @@ func (q *Queries) JobRunClaim(ctx context.Context, arg JobRunClaimParams) (JobRu
 		arg.WorkerID,
 		arg.Status,
 		arg.LockPid,
+		arg.LockNamespace,
+		arg.LockKey,
 	)
 	var i JobRunClaimRow
 	err := row.Scan(&i.ID, &i.TickAt, &i.StartedAt)

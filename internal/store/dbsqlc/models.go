@@ -48,6 +48,7 @@ type UploadCheck struct {
 	LastError     pgtype.Text `json:"last_error"`
 	Outcome       pgtype.Text `json:"outcome"`
 	ResolvedAt    *time.Time  `json:"resolved_at"`
+	ErrorCount    int32       `json:"error_count"`
 }
 
 type UploadChecksStale struct {

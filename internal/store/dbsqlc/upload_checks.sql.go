@@ -11,7 +11,7 @@ import (
 )
 
 const uploadCheckApply = `-- name: UploadCheckApply :many
-SELECT seq, upload_id, first_seen_at, check_count, next_check_at, last_checked_at, last_error, outcome, resolved_at
+SELECT seq, upload_id, first_seen_at, check_count, next_check_at, last_checked_at, last_error, outcome, resolved_at, error_count
 FROM upload_checks_apply($1::text[], $2::text[], $3::bigint[],
                          $4::text[], $5::text[], $6::text[],
                          $7::timestamptz, $8::float8, $9::float8)
@@ -60,6 +60,7 @@ func (q *Queries) UploadCheckApply(ctx context.Context, arg UploadCheckApplyPara
 			&i.LastError,
 			&i.Outcome,
 			&i.ResolvedAt,
+			&i.ErrorCount,
 		); err != nil {
 			return nil, err
 		}
@@ -72,7 +73,7 @@ func (q *Queries) UploadCheckApply(ctx context.Context, arg UploadCheckApplyPara
 }
 
 const uploadCheckGet = `-- name: UploadCheckGet :one
-SELECT seq, upload_id, first_seen_at, check_count, next_check_at, last_checked_at, last_error, outcome, resolved_at FROM upload_checks WHERE upload_id = $1
+SELECT seq, upload_id, first_seen_at, check_count, next_check_at, last_checked_at, last_error, outcome, resolved_at, error_count FROM upload_checks WHERE upload_id = $1
 `
 
 func (q *Queries) UploadCheckGet(ctx context.Context, uploadID string) (UploadCheck, error) {
@@ -88,6 +89,7 @@ func (q *Queries) UploadCheckGet(ctx context.Context, uploadID string) (UploadCh
 		&i.LastError,
 		&i.Outcome,
 		&i.ResolvedAt,
+		&i.ErrorCount,
 	)
 	return i, err
 }
