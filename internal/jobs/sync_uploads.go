@@ -298,7 +298,9 @@ func (s *syncUploads) fanOut(ctx context.Context, r Run, sum store.UploadDue, g 
 			}
 			g.Go(func() error { return s.head(ctx, log, debug, u, results, c) })
 		}
-		if len(page) < s.pageSize {
+		// A short page, or one that reached the highest due seq, was the last: no empty
+		// page is read after it.
+		if len(page) < s.pageSize || page[len(page)-1].Seq >= sum.MaxSeq {
 			return nil
 		}
 		after = page[len(page)-1].Seq
@@ -392,7 +394,10 @@ func (s *syncUploads) dbErr(log *slog.Logger, err error) error {
 // error it stops the fan-out (abort) and drains the rest without writing.
 func (s *syncUploads) write(ctx context.Context, r Run, asOf time.Time, backoff store.Backoff, results <-chan headResult, abort context.CancelCauseFunc, c *syncCounts) error {
 	batch := make([]store.UploadCheck, 0, s.batchSize)
-	tick := time.NewTicker(s.flushEvery)
+	// The flush timer is armed by a batch's first row, so a batch is written when it is
+	// full or flushEvery after it started, never as a sliver cut by a free-running tick.
+	tick := time.NewTimer(s.flushEvery)
+	tick.Stop()
 	defer tick.Stop()
 	failedBefore := asOf.Add(-s.ttl)
 	var werr error
@@ -455,8 +460,12 @@ func (s *syncUploads) write(ctx context.Context, r Run, asOf time.Time, backoff 
 				flush()
 				return werr
 			}
+			if len(batch) == 0 {
+				tick.Reset(s.flushEvery)
+			}
 			batch = append(batch, s.decide(res, failedBefore))
 			if len(batch) >= s.batchSize {
+				tick.Stop()
 				flush()
 			}
 		case <-tick.C:

@@ -98,6 +98,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	pcfg.MaxConnIdleTime = time.Minute
 	pcfg.HealthCheckPeriod = 10 * time.Second
+	// pgxpool pings a connection idle for over a second before handing it out: one extra
+	// statement per tick for a leader. A dead connection fails its statement anyway (and
+	// the run retries next tick); the background health check covers the rest.
+	pcfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
+		return p.IdleDuration > 30*time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", redactErr(err))
