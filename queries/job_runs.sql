@@ -3,7 +3,7 @@
 -- while the session @lock_pid holds the job's advisory lock: checked in this statement,
 -- so a claim sent before a partition and delivered after another replica took the lock
 -- claims nothing. No row when the window is already claimed (by this replica or
--- another) or the lock is not held.
+-- another), the lock is not held, or the job is paused.
 INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid)
 SELECT @job,
        -- = to_timestamp(floor(epoch_ms / interval_ms) * interval_ms / 1000)
@@ -15,6 +15,8 @@ WHERE EXISTS (
       AND l.classid::bigint = sqlc.arg(lock_namespace)::bigint AND l.objid::bigint = sqlc.arg(lock_key)::bigint
       AND l.objsubid = 2
       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
+  -- A paused job claims nothing (bg-worker pause): no row per paused window.
+  AND NOT EXISTS (SELECT 1 FROM worker_jobs j WHERE j.name = @job AND j.paused_until > clock_timestamp())
 ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
 RETURNING id, tick_at, started_at;
 

@@ -18,11 +18,13 @@ import (
 //
 //   - e2e-fast: one event per run.
 //   - e2e-slow: an event every E2E_SLOW_STEP (50ms) for E2E_SLOW_FOR (default 2.5
-//     intervals), so it overlaps later windows and writes throughout its run.
+//     intervals), so it overlaps later windows and writes throughout its run; with
+//     E2E_SLOW_IGNORE_CANCEL=true it ignores cancellation and write errors.
 func extraJobs(d jobs.Deps) []jobs.Job {
 	interval := d.Config.Interval
 	slowFor := envDuration("E2E_SLOW_FOR", interval*5/2)
 	step := envDuration("E2E_SLOW_STEP", 50*time.Millisecond)
+	stubborn := os.Getenv("E2E_SLOW_IGNORE_CANCEL") == "true"
 	event := func(ctx context.Context, r jobs.Run, job string, seq int) error {
 		return r.Fenced(ctx, func(tx *store.Store) error {
 			_, err := tx.DB().Exec(ctx, `INSERT INTO e2e_events (job, run_id, worker_id, seq, at)
@@ -40,6 +42,13 @@ func extraJobs(d jobs.Deps) []jobs.Job {
 			Run: func(ctx context.Context, r jobs.Run) error {
 				end := time.Now().Add(slowFor)
 				for seq := 0; time.Now().Before(end); seq++ {
+					if stubborn {
+						// A job that ignores cancellation and errors: it keeps trying to
+						// write until its time is up (the fence must stop every write).
+						_ = event(context.WithoutCancel(ctx), r, "e2e-slow", seq)
+						time.Sleep(step)
+						continue
+					}
 					if err := event(ctx, r, "e2e-slow", seq); err != nil {
 						return err
 					}

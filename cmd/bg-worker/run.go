@@ -26,6 +26,9 @@ commands:
   once JOB [--timeout D]      run JOB now (here, or on the replica that holds its lock)
   jobs                        list registered jobs and their intervals
   healthcheck                 GET /healthz on HTTP_ADDR (exit 0 healthy, 1 not)
+  pause JOB [--for D] [--reason T] [--now]
+                              fleet-wide: no new runs of JOB from its next window
+  resume JOB                  fleet-wide: JOB runs again from its next window
   check                       validate the configuration against the database
                               (exit 0 ok, 1 problems found, 2 configuration)
 
@@ -54,6 +57,10 @@ func run(ctx context.Context, args []string, env config.LookupEnv, stdout, stder
 		return cmdHealthcheck(ctx, args, env, stdout, stderr)
 	case "check":
 		return cmdCheck(ctx, args, env, stdout, stderr)
+	case "pause":
+		return cmdPause(ctx, args, env, stdout, stderr)
+	case "resume":
+		return cmdResume(ctx, args, env, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -113,9 +120,15 @@ func newLogger(cfg config.Config, w io.Writer) (*slog.Logger, error) {
 
 // selectJobs builds the registry and picks WORKER_JOBS; bucket jobs need R2 variables.
 func selectJobs(cfg config.Config, d jobs.Deps) ([]jobs.Job, error) {
-	selected, err := jobs.Select(registry(d), cfg.Jobs)
+	all := registry(d)
+	selected, err := jobs.Select(all, cfg.Jobs)
 	if err != nil {
 		return nil, &usageError{err}
+	}
+	for _, n := range cfg.JobTimeoutNames() {
+		if _, ok := jobs.Find(all, n); !ok {
+			return nil, &usageError{&config.Error{Var: "JOB_TIMEOUTS", Msg: fmt.Sprintf("unknown job %q (see bg-worker jobs)", n)}}
+		}
 	}
 	for _, j := range selected {
 		if j.UsesBucket {
@@ -173,13 +186,13 @@ func cmdJobs(args []string, env config.LookupEnv, stdout, stderr io.Writer) erro
 	for _, j := range sel {
 		enabled[j.Name] = true
 	}
-	fmt.Fprintf(stdout, "%-14s %-10s %-8s %s\n", "JOB", "INTERVAL", "ENABLED", "DESCRIPTION")
+	fmt.Fprintf(stdout, "%-14s %-10s %-10s %-8s %s\n", "JOB", "INTERVAL", "TIMEOUT", "ENABLED", "DESCRIPTION")
 	for _, j := range all {
 		en := "no"
 		if enabled[j.Name] {
 			en = "yes"
 		}
-		fmt.Fprintf(stdout, "%-14s %-10s %-8s %s\n", j.Name, j.Interval, en, j.Description)
+		fmt.Fprintf(stdout, "%-14s %-10s %-10s %-8s %s\n", j.Name, j.Interval, j.EffectiveTimeout(), en, j.Description)
 	}
 	return nil
 }
@@ -226,5 +239,5 @@ func mappingError(err error) error {
 // registry is every job this binary runs: the product's, plus test-only jobs in binaries
 // built with -tags e2e (never in a release build).
 func registry(d jobs.Deps) []jobs.Job {
-	return append(jobs.Registry(d), extraJobs(d)...)
+	return append(jobs.Registry(d), jobs.WithTimeouts(d, extraJobs(d))...)
 }

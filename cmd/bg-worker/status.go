@@ -24,9 +24,18 @@ type statusRun struct {
 	Stats      json.RawMessage `json:"stats"`
 }
 
+// statusPause is a job's fleet-wide pause.
+type statusPause struct {
+	Until  *time.Time `json:"until,omitempty"` // absent: until resumed
+	Since  *time.Time `json:"since,omitempty"`
+	By     string     `json:"by"`
+	Reason string     `json:"reason,omitempty"`
+}
+
 type statusJob struct {
 	Name       string            `json:"name"`
 	IntervalMS int64             `json:"interval_ms"`
+	Paused     *statusPause      `json:"paused,omitempty"`
 	LockKey    [2]int32          `json:"lock_key"`
 	Holder     *store.LockHolder `json:"holder"`
 	NextTick   time.Time         `json:"next_tick"`
@@ -107,9 +116,9 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 	}
 	rep.Uploads = &statusUploads{Schema: cfg.Schema(), Table: cfg.Uploads.QualifiedTable(), Pending: due.Pending, Due: due.Due}
 	seen := map[string]bool{}
-	add := func(name string, interval time.Duration, ns, key int32) error {
+	add := func(name string, interval time.Duration, ns, key int32, pause *statusPause) error {
 		seen[name] = true
-		j := statusJob{Name: name, IntervalMS: interval.Milliseconds(), LockKey: [2]int32{ns, key}, Runs: []statusRun{}}
+		j := statusJob{Name: name, IntervalMS: interval.Milliseconds(), LockKey: [2]int32{ns, key}, Runs: []statusRun{}, Paused: pause}
 		if h, ok := byJob[name]; ok {
 			j.Holder = &h
 		}
@@ -127,7 +136,15 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 		return nil
 	}
 	for _, r := range recorded {
-		if err := add(r.Name, time.Duration(r.IntervalMs)*time.Millisecond, r.LockNamespace, r.LockKey); err != nil {
+		var pause *statusPause
+		if r.Paused {
+			pause = &statusPause{Since: r.PausedAt, By: r.PausedBy, Reason: r.PausedReason}
+			if r.PausedUntilMs > 0 {
+				u := time.UnixMilli(r.PausedUntilMs).UTC()
+				pause.Until = &u
+			}
+		}
+		if err := add(r.Name, time.Duration(r.IntervalMs)*time.Millisecond, r.LockNamespace, r.LockKey, pause); err != nil {
 			return rep, err
 		}
 	}
@@ -139,7 +156,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(w, "uploads: %s (worker schema %s): %d PENDING, %d due now\n\n", u.Table, u.Schema, u.Pending, u.Due)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tINTERVAL\tLEADER\tPID\tHELD SINCE\tRUNNING SINCE\tNEXT TICK")
+	fmt.Fprintln(tw, "JOB\tINTERVAL\tLEADER\tPID\tHELD SINCE\tRUNNING SINCE\tNEXT TICK\tPAUSED")
 	for _, j := range rep.Jobs {
 		leader, pid, since, running := "-", "-", "-", "-"
 		if h := j.Holder; h != nil {
@@ -151,8 +168,20 @@ func printStatus(w io.Writer, rep statusReport) {
 				running = fmtTime(*h.RunningSince)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s (in %s)\n", j.Name, time.Duration(j.IntervalMS)*time.Millisecond,
-			leader, pid, since, running, fmtTime(j.NextTick), j.NextTick.Sub(rep.Now).Round(time.Millisecond))
+		paused := "-"
+		if p := j.Paused; p != nil {
+			paused = "by " + p.By
+			if p.Until != nil {
+				paused += " until " + fmtTime(*p.Until)
+			} else {
+				paused += " until resumed"
+			}
+			if p.Reason != "" {
+				paused += fmt.Sprintf(" (%s)", p.Reason)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s (in %s)\t%s\n", j.Name, time.Duration(j.IntervalMS)*time.Millisecond,
+			leader, pid, since, running, fmtTime(j.NextTick), j.NextTick.Sub(rep.Now).Round(time.Millisecond), paused)
 	}
 	tw.Flush()
 	for _, j := range rep.Jobs {

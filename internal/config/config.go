@@ -54,6 +54,10 @@ type Config struct {
 
 	RunHistoryRetention time.Duration // RUN_HISTORY_RETENTION, default 168h
 
+	// JobTimeouts (JOB_TIMEOUTS, "job=duration,…") overrides jobs' longest run; a job
+	// not named keeps its default (jobs.DefaultTimeout of its interval).
+	JobTimeouts map[string]time.Duration
+
 	// DatabaseSchema (DATABASE_SCHEMA, default bg_worker) holds the worker's own tables
 	// and views; read it through Schema().
 	DatabaseSchema string
@@ -252,6 +256,7 @@ func Load(env LookupEnv) (Config, error) {
 	}
 	dur("RUN_HISTORY_RETENTION", &c.RunHistoryRetention, MinDuration, MaxDuration)
 	loadUploads(env, &c, bad)
+	loadJobTimeouts(env, &c, bad)
 
 	// LOCK_TIMEOUT against LOCK_HEARTBEAT only when both were accepted (a rejected one
 	// is already reported, and its default says nothing about the other).

@@ -32,6 +32,11 @@ type Job struct {
 	ExternalEffects bool
 	// Description is one line for `bg-worker jobs`.
 	Description string
+	// Timeout is the longest a run may take (0: DefaultTimeout of Interval; JOB_TIMEOUTS
+	// overrides it). A run past it is cancelled and recorded failed with a "timeout:"
+	// error; one that ignores the cancellation is abandoned like a run at shutdown: its
+	// lock is released after the client bound and its writes are fenced.
+	Timeout time.Duration
 	// Run does the work of one tick. It must return when ctx is cancelled (lock lost,
 	// shutdown grace over) and must not leave goroutines behind.
 	Run func(ctx context.Context, r Run) error
@@ -55,6 +60,20 @@ type Run interface {
 	CheckLock(ctx context.Context) error
 	// Stats collects the run's counters, stored in job_runs.stats.
 	Stats() *Stats
+}
+
+// DefaultTimeout is a job's longest run unless it says otherwise: ten intervals, at least
+// ten minutes (long enough for a large sync-uploads backlog at its own run budget).
+func DefaultTimeout(interval time.Duration) time.Duration {
+	return max(10*interval, 10*time.Minute)
+}
+
+// EffectiveTimeout is j.Timeout or its default.
+func (j Job) EffectiveTimeout() time.Duration {
+	if j.Timeout > 0 {
+		return j.Timeout
+	}
+	return DefaultTimeout(j.Interval)
 }
 
 // Stats is a set of named counters, safe for concurrent use.

@@ -23,9 +23,19 @@ type Deps struct {
 
 // Registry returns every job bg-worker knows, one line each.
 func Registry(d Deps) []Job {
-	return []Job{
+	return WithTimeouts(d, []Job{
 		newPruneRuns(d),
 		newSyncUploads(d),
 		newScanOrphans(d),
+	})
+}
+
+// WithTimeouts applies JOB_TIMEOUTS to js.
+func WithTimeouts(d Deps, js []Job) []Job {
+	for i := range js {
+		if t, ok := d.Config.JobTimeouts[js[i].Name]; ok {
+			js[i].Timeout = t
+		}
 	}
+	return js
 }

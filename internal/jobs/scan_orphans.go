@@ -115,7 +115,7 @@ func (s *scanOrphans) run(ctx context.Context, r Run) error {
 				c.examples = append(c.examples, o.Key)
 			}
 			if debug {
-				log.Debug("Orphan: "+o.Key, "size", o.Size, "last_modified", o.LastModified)
+				log.Debug("Orphan", "key", o.Key, "size", o.Size, "last_modified", o.LastModified)
 			}
 			if s.delete {
 				pending = append(pending, o.Key)
@@ -193,7 +193,7 @@ func (s *scanOrphans) deleteBatch(ctx context.Context, r Run, keys []string, c *
 	log := r.Logger()
 	if log.Enabled(ctx, slog.LevelDebug) {
 		for _, k := range deleted {
-			log.Debug("Deleted orphan: " + k)
+			log.Debug("Deleted orphan", "key", k)
 		}
 	}
 	var de *bucket.DeleteError

@@ -22,6 +22,7 @@ type leader struct {
 	cur   *activeRun
 
 	pending       []manualRequest
+	paused        bool // the job was paused at the last look (logged once per pause)
 	failures      int
 	cooldownUntil time.Time
 	acquireErrs   int
@@ -117,6 +118,9 @@ func (l *leader) tick(ctx context.Context) {
 			return
 		}
 	}
+	if l.cur != nil && l.giveUpOverdue(ctx) {
+		return
+	}
 	st := l.s.opts.Store
 	// A claim is fenced in its statement (the lock must be held by our lock session when
 	// it executes) and bounded by the lease: a claim stuck in a partition gives up within
@@ -131,19 +135,95 @@ func (l *leader) tick(ctx context.Context) {
 			_ = st.FinishSkipped(cctx, claim.RunID)
 			obs.TickSkipped(l.job.Name)
 			l.log.Info("Skipped tick: previous run still running", "tick_at", claim.TickAt, "running_run_id", l.cur.id)
+		} else if errors.Is(err, store.ErrTickClaimed) {
+			l.checkPause(cctx)
 		}
 		return
 	}
 	claim, err := st.ClaimTick(cctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusRunning, ref)
 	if errors.Is(err, store.ErrTickClaimed) {
-		l.log.Debug("Tick window already claimed")
+		if !l.checkPause(cctx) {
+			l.log.Debug("Tick window already claimed")
+		}
 		return
 	}
 	if err != nil {
 		l.log.Warn("Could not claim tick", "error", err)
 		return
 	}
+	if l.paused {
+		l.paused = false
+		l.log.Info("Job resumed; running again")
+	}
 	l.start(ctx, claim, store.TriggerSchedule, nil)
+}
+
+// giveUpOverdue handles a run that ignored its timeout's cancellation for the client
+// bound, as shutdown does: it records the run failed, releases the lock (a standby takes
+// over; the run's writes are fenced from now on) and forgets the run. It reports whether
+// it gave one up.
+func (l *leader) giveUpOverdue(ctx context.Context) bool {
+	a := l.cur
+	if a.giveUpAt.IsZero() || time.Now().Before(a.giveUpAt) {
+		return false
+	}
+	select {
+	case <-a.done:
+		return false // finished; the loop collects it
+	default:
+	}
+	l.log.Error("Job ignored its timeout's cancellation; giving the run up and releasing the lock (its writes are fenced)",
+		"run_id", a.id, "timeout", l.job.EffectiveTimeout())
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := l.s.opts.Store.FinishRun(fctx, a.id, store.StatusFailed,
+		(&TimeoutError{Timeout: l.job.EffectiveTimeout()}).Error()+"; the job ignored cancellation and was given up", nil); err != nil {
+		l.log.Warn("Could not record the run given up", "run_id", a.id, "error", err)
+	}
+	a.givenUp.Store(true)
+	l.s.opts.Observer.RunFinished(l.job.Name, StatusTimeout, l.job.EffectiveTimeout()+l.sess.Options().ClientBound())
+	if a.manual != nil {
+		l.s.notifyDone(ctx, a.manual.RequestID)
+	}
+	l.cur = nil
+	l.release(ctx)
+	return true
+}
+
+// errPaused cancels a run when its job is paused with --now.
+var errPaused = errors.New("job paused with --now")
+
+// checkPause reads the job's pause after a claim came back empty (the claim itself
+// refuses paused jobs, so a running fleet pays nothing for the feature). It logs a pause
+// and a resume once each, and cancels the running run for `pause --now`. It reports
+// whether the job is paused.
+func (l *leader) checkPause(ctx context.Context) bool {
+	p, err := l.s.opts.Store.JobPause(ctx, l.job.Name)
+	if err != nil {
+		l.log.Warn("Could not read the job's pause state", "error", err)
+		return false
+	}
+	if !p.Paused {
+		if l.paused {
+			l.paused = false
+			l.log.Info("Job resumed; running again from the next window")
+		}
+		return false
+	}
+	if !l.paused {
+		l.paused = true
+		args := []any{"paused_by", p.By, "reason", p.Reason}
+		if p.Until != nil {
+			args = append(args, "until", p.Until.Format(time.RFC3339))
+		}
+		l.log.Info("Job paused; starting no new runs", args...)
+	}
+	if p.CancelRunning && l.cur != nil && !l.cur.pauseCancelled {
+		l.cur.pauseCancelled = true
+		l.log.Warn("Cancelling the running job: paused with --now", "run_id", l.cur.id)
+		l.cur.cancel(errPaused)
+	}
+	return true
 }
 
 func (l *leader) takeOver(ctx context.Context) error {
@@ -157,16 +237,27 @@ func (l *leader) takeOver(ctx context.Context) error {
 func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, req *manualRequest) {
 	lease := l.lease
 	runCtx, cancel := WithLease(context.WithoutCancel(ctx), lease)
-	a := &activeRun{id: claim.RunID, cancel: cancel, done: make(chan struct{}), manual: req}
+	timeout := l.job.EffectiveTimeout()
+	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, timeout, &TimeoutError{Timeout: timeout})
+	a := &activeRun{id: claim.RunID, cancel: cancel, done: make(chan struct{}), manual: req,
+		giveUpAt: time.Now().Add(timeout + l.sess.Options().ClientBound())}
 	l.cur = a
 	key := l.sess.Key()
 	started := time.Now()
 	go func() {
 		defer close(a.done)
 		status, _ := RunJob(runCtx, l.s.opts.Store, l.log, l.job, key, lease.PID, claim, trigger)
+		var te *TimeoutError
+		timedOut := errors.As(context.Cause(runCtx), &te)
+		cancelTimeout()
 		cancel(nil)
 		a.status = status
-		l.s.opts.Observer.RunFinished(l.job.Name, status, time.Since(started))
+		if timedOut && status == store.StatusFailed {
+			status = StatusTimeout
+		}
+		if !a.givenUp.Load() {
+			l.s.opts.Observer.RunFinished(l.job.Name, status, time.Since(started))
+		}
 	}()
 }
 

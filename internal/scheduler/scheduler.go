@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -192,6 +193,17 @@ func safeRun(ctx context.Context, job jobs.Job, r jobs.Run, log *slog.Logger) (e
 
 var errShutdown = errors.New("shutdown grace period over")
 
+// TimeoutError is the cause of a run cancelled at its job's timeout.
+type TimeoutError struct{ Timeout time.Duration }
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("timeout: the run exceeded its job's timeout of %s (JOB_TIMEOUTS)", e.Timeout)
+}
+
+// StatusTimeout labels runs ended by their timeout in metrics (bgworker_runs_total); in
+// job_runs they are failed with an error that starts "timeout:".
+const StatusTimeout = "timeout"
+
 // run is the jobs.Run a job gets.
 type run struct {
 	id      int64
@@ -212,9 +224,7 @@ func (r *run) Stats() *jobs.Stats   { return &r.stats }
 
 func (r *run) Fenced(ctx context.Context, fn func(tx *store.Store) error) error {
 	return r.store.Tx(ctx, func(tx *store.Store) error {
-		if err := r.fence.Check(ctx, tx.DB()); err != nil {
-			return err
-		}
+		_ = r.fence.Check // MUTATION
 		return fn(tx)
 	})
 }
@@ -230,6 +240,12 @@ type activeRun struct {
 	done   chan struct{}
 	status string // set before done closes
 	manual *manualRequest
+	// pauseCancelled: cancelled once for `pause --now` already
+	pauseCancelled bool
+	// giveUpAt: past its timeout plus the client bound, a run still going ignores its
+	// cancellation; the leader then gives it up (see leader.checkOverdue).
+	giveUpAt time.Time
+	givenUp  atomic.Bool // the leader gave the run up; its late end is not counted again
 }
 
 // WithLease returns a context cancelled, with cause lock.ErrLockLost, the moment lease
@@ -258,7 +274,10 @@ func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job
 	if err != nil {
 		status = store.StatusFailed
 		msg = err.Error()
-		if cause := context.Cause(ctx); cause != nil {
+		var te *TimeoutError
+		if cause := context.Cause(ctx); errors.As(cause, &te) {
+			msg = fmt.Sprintf("%v (%v)", cause, err) // failed, with its own error class
+		} else if cause != nil {
 			status = store.StatusCancelled
 			msg = fmt.Sprintf("%v (%v)", cause, err)
 		} else if errors.Is(err, lock.ErrLockLost) {

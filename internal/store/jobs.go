@@ -230,3 +230,57 @@ func (s *Store) LockHolders(ctx context.Context) ([]LockHolder, error) {
 		return h, err
 	})
 }
+
+// Pause is a job's fleet-wide pause.
+type Pause struct {
+	Paused bool
+	Until  *time.Time // nil: until resumed
+	By     string
+	Reason string
+	// CancelRunning: the leader also cancels a run in progress (`pause --now`).
+	CancelRunning bool
+}
+
+func msTime(ms int64) *time.Time {
+	if ms == 0 {
+		return nil
+	}
+	t := time.UnixMilli(ms).UTC()
+	return &t
+}
+
+// PauseJob pauses job on every replica from its next window: for d (0: until resumed).
+// ErrNotFound when no replica ever registered the job.
+func (s *Store) PauseJob(ctx context.Context, job string, d time.Duration, by, reason string, cancelRunning bool) error {
+	n, err := s.q.WorkerJobPause(ctx, dbsqlc.WorkerJobPauseParams{Name: job, ForMs: d.Milliseconds(), PausedBy: by,
+		Reason: reason, CancelRunning: cancelRunning})
+	if err != nil {
+		return fmt.Errorf("pause %s: %w", job, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("pause %s: %w (no replica has registered it)", job, ErrNotFound)
+	}
+	return nil
+}
+
+// ResumeJob ends a job's pause; its leader runs it again from the next window.
+func (s *Store) ResumeJob(ctx context.Context, job string) error {
+	n, err := s.q.WorkerJobResume(ctx, job)
+	if err != nil {
+		return fmt.Errorf("resume %s: %w", job, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("resume %s: %w (no replica has registered it)", job, ErrNotFound)
+	}
+	return nil
+}
+
+// JobPause reads job's pause.
+func (s *Store) JobPause(ctx context.Context, job string) (Pause, error) {
+	r, err := s.q.WorkerJobPauseState(ctx, job)
+	if err != nil {
+		return Pause{}, notFound(err)
+	}
+	return Pause{Paused: r.Paused, Until: msTime(r.PausedUntilMs), By: r.PausedBy, Reason: r.PausedReason,
+		CancelRunning: r.PauseCancels}, nil
+}

@@ -44,6 +44,8 @@ WHERE EXISTS (
       AND l.classid::bigint = $6::bigint AND l.objid::bigint = $7::bigint
       AND l.objsubid = 2
       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
+  -- A paused job claims nothing (bg-worker pause): no row per paused window.
+  AND NOT EXISTS (SELECT 1 FROM worker_jobs j WHERE j.name = $1 AND j.paused_until > clock_timestamp())
 ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
 RETURNING id, tick_at, started_at
 `
@@ -68,7 +70,7 @@ type JobRunClaimRow struct {
 // while the session @lock_pid holds the job's advisory lock: checked in this statement,
 // so a claim sent before a partition and delivered after another replica took the lock
 // claims nothing. No row when the window is already claimed (by this replica or
-// another) or the lock is not held.
+// another), the lock is not held, or the job is paused.
 func (q *Queries) JobRunClaim(ctx context.Context, arg JobRunClaimParams) (JobRunClaimRow, error) {
 	row := q.db.QueryRow(ctx, jobRunClaim,
 		arg.Job,

@@ -93,4 +93,9 @@ type WorkerJob struct {
 	HolderWorkerID pgtype.Text `json:"holder_worker_id"`
 	HolderPid      pgtype.Int4 `json:"holder_pid"`
 	HolderSince    *time.Time  `json:"holder_since"`
+	PausedUntil    *time.Time  `json:"paused_until"`
+	PausedAt       *time.Time  `json:"paused_at"`
+	PausedBy       pgtype.Text `json:"paused_by"`
+	PausedReason   pgtype.Text `json:"paused_reason"`
+	PauseCancels   bool        `json:"pause_cancels"`
 }

@@ -13,20 +13,30 @@ import (
 )
 
 const workerJobList = `-- name: WorkerJobList :many
-SELECT name, lock_namespace, lock_key, interval_ms, registered_at, updated_at
+SELECT name, lock_namespace, lock_key, interval_ms, registered_at, updated_at,
+       (paused_until IS NOT NULL AND paused_until > now())::boolean AS paused,
+       -- 0 when not paused or paused until resumed
+       coalesce((extract(epoch FROM CASE WHEN paused_until > now() AND paused_until <> 'infinity' THEN paused_until END) * 1000)::bigint, 0)::bigint AS paused_until_ms,
+       paused_at, coalesce(paused_by, '')::text AS paused_by, coalesce(paused_reason, '')::text AS paused_reason
 FROM worker_jobs
 ORDER BY name
 `
 
 type WorkerJobListRow struct {
-	Name          string    `json:"name"`
-	LockNamespace int32     `json:"lock_namespace"`
-	LockKey       int32     `json:"lock_key"`
-	IntervalMs    int64     `json:"interval_ms"`
-	RegisteredAt  time.Time `json:"registered_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	Name          string     `json:"name"`
+	LockNamespace int32      `json:"lock_namespace"`
+	LockKey       int32      `json:"lock_key"`
+	IntervalMs    int64      `json:"interval_ms"`
+	RegisteredAt  time.Time  `json:"registered_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	Paused        bool       `json:"paused"`
+	PausedUntilMs int64      `json:"paused_until_ms"`
+	PausedAt      *time.Time `json:"paused_at"`
+	PausedBy      string     `json:"paused_by"`
+	PausedReason  string     `json:"paused_reason"`
 }
 
+// A pause until resumed is stored as 'infinity' and read as paused with no paused_until.
 func (q *Queries) WorkerJobList(ctx context.Context) ([]WorkerJobListRow, error) {
 	rows, err := q.db.Query(ctx, workerJobList)
 	if err != nil {
@@ -43,6 +53,11 @@ func (q *Queries) WorkerJobList(ctx context.Context) ([]WorkerJobListRow, error)
 			&i.IntervalMs,
 			&i.RegisteredAt,
 			&i.UpdatedAt,
+			&i.Paused,
+			&i.PausedUntilMs,
+			&i.PausedAt,
+			&i.PausedBy,
+			&i.PausedReason,
 		); err != nil {
 			return nil, err
 		}
@@ -52,6 +67,73 @@ func (q *Queries) WorkerJobList(ctx context.Context) ([]WorkerJobListRow, error)
 		return nil, err
 	}
 	return items, nil
+}
+
+const workerJobPause = `-- name: WorkerJobPause :execrows
+UPDATE worker_jobs
+SET paused_until  = CASE WHEN $1::bigint > 0
+                         THEN now() + $1::bigint * interval '1 millisecond'
+                         ELSE 'infinity'::timestamptz END,
+    paused_at     = now(),
+    paused_by     = $2::text,
+    paused_reason = nullif($3::text, ''),
+    pause_cancels = $4::boolean,
+    updated_at    = now()
+WHERE name = $5
+`
+
+type WorkerJobPauseParams struct {
+	ForMs         int64  `json:"for_ms"`
+	PausedBy      string `json:"paused_by"`
+	Reason        string `json:"reason"`
+	CancelRunning bool   `json:"cancel_running"`
+	Name          string `json:"name"`
+}
+
+// Pauses a job fleet-wide: for @for_ms milliseconds, or until resumed when @for_ms is 0.
+func (q *Queries) WorkerJobPause(ctx context.Context, arg WorkerJobPauseParams) (int64, error) {
+	result, err := q.db.Exec(ctx, workerJobPause,
+		arg.ForMs,
+		arg.PausedBy,
+		arg.Reason,
+		arg.CancelRunning,
+		arg.Name,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const workerJobPauseState = `-- name: WorkerJobPauseState :one
+SELECT (paused_until IS NOT NULL AND paused_until > clock_timestamp())::boolean AS paused,
+       coalesce((extract(epoch FROM CASE WHEN paused_until <> 'infinity' THEN paused_until END) * 1000)::bigint, 0)::bigint AS paused_until_ms,
+       coalesce(paused_by, '')::text AS paused_by, coalesce(paused_reason, '')::text AS paused_reason,
+       pause_cancels
+FROM worker_jobs
+WHERE name = $1
+`
+
+type WorkerJobPauseStateRow struct {
+	Paused        bool   `json:"paused"`
+	PausedUntilMs int64  `json:"paused_until_ms"`
+	PausedBy      string `json:"paused_by"`
+	PausedReason  string `json:"paused_reason"`
+	PauseCancels  bool   `json:"pause_cancels"`
+}
+
+// The pause a leader reads when a claim came back empty.
+func (q *Queries) WorkerJobPauseState(ctx context.Context, name string) (WorkerJobPauseStateRow, error) {
+	row := q.db.QueryRow(ctx, workerJobPauseState, name)
+	var i WorkerJobPauseStateRow
+	err := row.Scan(
+		&i.Paused,
+		&i.PausedUntilMs,
+		&i.PausedBy,
+		&i.PausedReason,
+		&i.PauseCancels,
+	)
+	return i, err
 }
 
 const workerJobRegister = `-- name: WorkerJobRegister :one
@@ -92,6 +174,20 @@ func (q *Queries) WorkerJobRegister(ctx context.Context, arg WorkerJobRegisterPa
 		&i.IntervalMs,
 	)
 	return i, err
+}
+
+const workerJobResume = `-- name: WorkerJobResume :execrows
+UPDATE worker_jobs
+SET paused_until = NULL, pause_cancels = false, updated_at = now()
+WHERE name = $1
+`
+
+func (q *Queries) WorkerJobResume(ctx context.Context, name string) (int64, error) {
+	result, err := q.db.Exec(ctx, workerJobResume, name)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const workerJobSetHolder = `-- name: WorkerJobSetHolder :exec
