@@ -236,7 +236,7 @@ func (l *leader) takeOver(ctx context.Context) error {
 
 func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, req *manualRequest) {
 	lease := l.lease
-	runCtx, cancel := WithLease(context.WithoutCancel(ctx), lease)
+	runCtx, cancel := WithLease(WithHooks(context.WithoutCancel(ctx), l.s.opts.Hooks...), lease)
 	timeout := l.job.EffectiveTimeout()
 	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, timeout, &TimeoutError{Timeout: timeout})
 	a := &activeRun{id: claim.RunID, cancel: cancel, done: make(chan struct{}), manual: req,

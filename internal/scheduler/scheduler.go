@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,8 @@ type Options struct {
 	// MaxFailures consecutive failed runs make a leader give its lock up.
 	MaxFailures int
 	Observer    Observer
+	// Hooks see every run start and end (Sentry); see RunHook.
+	Hooks []RunHook
 }
 
 // Scheduler runs a set of jobs; see the package documentation.
@@ -180,15 +183,59 @@ func nextBoundary(now time.Time, offset, interval time.Duration) time.Duration {
 	return time.Duration(next-db)*time.Millisecond + slack
 }
 
-// safeRun calls the job and turns a panic into an error.
+// PanicError is a job's panic, with the goroutine's stack at the panic.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// safeRun calls the job and turns a panic into a *PanicError.
 func safeRun(ctx context.Context, job jobs.Job, r jobs.Run, log *slog.Logger) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			log.Error("Job panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			err = fmt.Errorf("panic: %v", p)
+			stack := debug.Stack()
+			log.Error("Job panicked", "panic", fmt.Sprint(p), "stack", string(stack))
+			err = &PanicError{Value: p, Stack: stack}
 		}
 	}()
 	return job.Run(ctx, r)
+}
+
+// RunInfo identifies a run for hooks.
+type RunInfo struct {
+	Job      string
+	RunID    int64
+	TickAt   time.Time
+	Trigger  string
+	Interval time.Duration // the job's tick
+	Timeout  time.Duration // the job's longest run
+}
+
+// RunHook sees every run start and end (error reporting, cron monitors). RunJob calls it
+// on the run's goroutine: implementations must not block (send asynchronously).
+type RunHook interface {
+	RunStarted(RunInfo)
+	// RunEnded gets the recorded status and the job's error (a *PanicError for a panic,
+	// context causes such as *TimeoutError wrapped in it).
+	RunEnded(info RunInfo, status string, err error)
+}
+
+type hooksKey struct{}
+
+// WithHooks returns a context under which RunJob calls hooks (the scheduler and `once`
+// put theirs there; RunJob's signature stays the same for every caller).
+func WithHooks(ctx context.Context, hooks ...RunHook) context.Context {
+	if len(hooks) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, hooksKey{}, hooks)
+}
+
+func hooksFrom(ctx context.Context) []RunHook {
+	h, _ := ctx.Value(hooksKey{}).([]RunHook)
+	return h
 }
 
 var errShutdown = errors.New("shutdown grace period over")
@@ -224,7 +271,9 @@ func (r *run) Stats() *jobs.Stats   { return &r.stats }
 
 func (r *run) Fenced(ctx context.Context, fn func(tx *store.Store) error) error {
 	return r.store.Tx(ctx, func(tx *store.Store) error {
-		_ = r.fence.Check // MUTATION
+		if err := r.fence.Check(ctx, tx.DB()); err != nil {
+			return err
+		}
 		return fn(tx)
 	})
 }
@@ -268,6 +317,12 @@ func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job
 	r := &run{id: claim.RunID, tickAt: claim.TickAt, trigger: trigger, store: st,
 		log:   log.With("run_id", claim.RunID),
 		fence: lock.Fence{RunID: claim.RunID, Key: key, PID: pid}}
+	hooks := hooksFrom(ctx)
+	info := RunInfo{Job: job.Name, RunID: claim.RunID, TickAt: claim.TickAt, Trigger: trigger,
+		Interval: job.Interval, Timeout: job.EffectiveTimeout()}
+	for _, h := range hooks {
+		h.RunStarted(info)
+	}
 	err := safeRun(ctx, job, r, r.log)
 	status := store.StatusSucceeded
 	msg := ""
@@ -296,6 +351,13 @@ func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job
 	case !ok:
 		log.Warn("Run was marked abandoned by a new leader; outcome not recorded", "run_id", claim.RunID, "status", status)
 		status = store.StatusAbandoned
+	}
+	herr := err
+	if herr != nil && msg != "" && msg != err.Error() {
+		herr = fmt.Errorf("%s: %w", strings.TrimSuffix(msg, " ("+err.Error()+")"), err)
+	}
+	for _, h := range hooks {
+		h.RunEnded(info, status, herr)
 	}
 	return status, err
 }
