@@ -172,7 +172,6 @@ func TestRandomFaultsDoNotChangeAnswers(t *testing.T) {
 	}
 	p.ResetStats()
 	var wg sync.WaitGroup
-	var bad atomic.Int64
 	sem := make(chan struct{}, 8)
 	for i := range 40 {
 		wg.Add(1)
@@ -183,17 +182,25 @@ func TestRandomFaultsDoNotChangeAnswers(t *testing.T) {
 			_, err := c.Head(ctx, fmt.Sprint("k/", i))
 			exists := i < 20
 			if exists && err != nil || !exists && !errors.Is(err, ErrNotFound) {
-				bad.Add(1)
 				t.Errorf("key %d (exists %v): %v", i, exists, err)
 			}
 		}()
 	}
 	wg.Wait()
+	// Each wrong answer failed the test above. That only means something if the faults hit
+	// these HEADs: some did, and each faulted request was answered by a later attempt
+	// (every key needs one forwarded request for its right answer).
 	st := p.Stats()
-	if st.Faults == 0 || st.MaxInFlight > 8 {
-		t.Fatalf("proxy stats %+v", st)
-	}
 	t.Logf("%d requests, %d faults %v", st.Requests, st.Faults, st.ByFault)
+	if st.Faults == 0 {
+		t.Errorf("no fault reached the 40 HEADs (proxy %+v): the test checked nothing", st)
+	}
+	if st.Requests-st.Faults < 40 {
+		t.Errorf("%d requests, %d faulted: fewer than the 40 forwarded answers the right results need", st.Requests, st.Faults)
+	}
+	if st.MaxInFlight > 8 {
+		t.Errorf("%d requests in flight; the test sends at most 8 at once", st.MaxInFlight)
+	}
 }
 
 // A 32-way fan-out reuses its connections instead of opening new ones per

@@ -345,8 +345,8 @@ func TestRunningWorker(t *testing.T) {
 	// The database goes away: not ready, but alive (restarting the process would not help).
 	srv.Stop(t)
 	w.eventually("/readyz 503 while the database is down", 15*time.Second, w.status("/readyz", 503))
-	if code, body := w.get("/readyz"); code == 503 && !strings.Contains(body, "not ok") {
-		t.Errorf("/readyz body %q does not say what is wrong", body)
+	if code, body := w.get("/readyz"); code != 503 || !strings.HasPrefix(body, "not ok: ") || len(body) <= len("not ok: \n") {
+		t.Errorf("/readyz = %d %q while the database is down, want 503 saying what is wrong", code, body)
 	}
 	w.eventually("bgworker_lock_held 0 while the database is down", 15*time.Second, func() (bool, string) {
 		v, _ := w.metric("bgworker_lock_held", job)

@@ -4,9 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -199,8 +203,14 @@ func TestSyncUploadsPrefix(t *testing.T) {
 }
 
 // Faults on a fraction of HEADs (500, 503, 429, resets, stalls past the per-attempt
-// timeout) never change a status: an upload whose HEAD failed is exactly as it was. The
-// run reports the errors; the next clean run converges.
+// timeout) never change a status: an upload whose HEAD failed is exactly as it was, and
+// one whose HEAD failed once and then answered gets that answer. The run reports the
+// errors; the next clean run converges.
+//
+// Which uploads are hit is fixed, not drawn: every attempt for one upload in eight fails
+// (two attempts: the upload ends with an error), only the first attempt for another one
+// in eight (the retry answers), the rest never; the seeded generator only picks each
+// fault's kind. So the faults always reach the job, and the counts are exact.
 func TestSyncUploadsFaults(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -213,16 +223,26 @@ func TestSyncUploadsFaults(t *testing.T) {
 
 	const n = 240
 	var presentKeys, youngKeys, oldKeys []string
+	alwaysFails, failsOnce := map[string]bool{}, map[string]bool{}
 	for i := range n {
+		var k string
 		switch i % 3 {
 		case 0:
-			k := fmt.Sprintf("f/present %03d+?.txt", i)
+			k = fmt.Sprintf("f/present %03d+?.txt", i)
 			h.put(k, k, textPlain)
 			presentKeys = append(presentKeys, k)
 		case 1:
-			youngKeys = append(youngKeys, fmt.Sprintf("f/young-missing-%03d", i))
+			k = fmt.Sprintf("f/young-missing-%03d", i)
+			youngKeys = append(youngKeys, k)
 		case 2:
-			oldKeys = append(oldKeys, fmt.Sprintf("f/old-missing-%03d", i))
+			k = fmt.Sprintf("f/old-missing-%03d", i)
+			oldKeys = append(oldKeys, k)
+		}
+		switch i % 8 { // 8 and 3 are coprime: each class spans present, young and old
+		case 3:
+			alwaysFails[k] = true
+		case 6:
+			failsOnce[k] = true
 		}
 	}
 	want := map[int64]string{}
@@ -237,12 +257,29 @@ func TestSyncUploadsFaults(t *testing.T) {
 	}
 	before := h.uploads()
 
-	// Faults only on object HEADs (the bucket check must pass for the run to start).
-	isObjectHead := func(r *http.Request) bool {
-		return r.Method == http.MethodHead && strings.Count(strings.Trim(r.URL.EscapedPath(), "/"), "/") >= 1
+	// Faults only on object HEADs of the chosen uploads (the bucket check must pass for
+	// the run to start). The rates add up to 1: every matched request gets a fault.
+	var mu sync.Mutex
+	faulted := map[string]int{}
+	match := func(r *http.Request) bool {
+		if r.Method != http.MethodHead {
+			return false
+		}
+		p, err := url.PathUnescape(r.URL.EscapedPath())
+		key, ok := strings.CutPrefix(p, "/"+h.info.Name+"/")
+		if err != nil || !ok {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if alwaysFails[key] || failsOnce[key] && faulted[key] == 0 {
+			faulted[key]++
+			return true
+		}
+		return false
 	}
-	if err := h.proxy.SetConfig(faultproxy.Config{Err500: 0.08, Err503: 0.08, Err429: 0.08, Reset: 0.08, Stall: 0.04,
-		StallFor: 5 * time.Second, Seed: 7, Match: isObjectHead}); err != nil {
+	if err := h.proxy.SetConfig(faultproxy.Config{Err500: 0.25, Err503: 0.25, Err429: 0.2, Reset: 0.15, Stall: 0.15,
+		StallFor: 5 * time.Second, Seed: 7, Match: match}); err != nil {
 		t.Fatal(err)
 	}
 	h.proxy.ResetStats()
@@ -252,8 +289,20 @@ func TestSyncUploadsFaults(t *testing.T) {
 	if res.Status != store.StatusSucceeded {
 		t.Fatalf("faulty run: %s %v", res.Status, res.Err)
 	}
-	if st.Faults == 0 || res.Stats["errors"] == 0 {
-		t.Fatalf("no fault reached the job (proxy %v, stats %v); raise the rates", st.ByFault, res.Stats)
+	mu.Lock()
+	for k := range alwaysFails {
+		if faulted[k] < 2 {
+			t.Errorf("%q: %d faulted attempts; want both attempts faulted", k, faulted[k])
+		}
+	}
+	for k := range failsOnce {
+		if faulted[k] != 1 {
+			t.Errorf("%q: %d faulted attempts; want exactly the first", k, faulted[k])
+		}
+	}
+	mu.Unlock()
+	if res.Stats["errors"] != int64(len(alwaysFails)) {
+		t.Errorf("the run reported %d errors; want %d (the uploads whose every attempt failed)", res.Stats["errors"], len(alwaysFails))
 	}
 	if !strings.Contains(res.Logs, fmt.Sprintf("errors=%d", res.Stats["errors"])) || !strings.Contains(res.Logs, "first_error=") {
 		t.Errorf("summary does not report the errors:\n%s", res.Logs)
@@ -263,21 +312,24 @@ func TestSyncUploadsFaults(t *testing.T) {
 	for id, r := range after {
 		b := before[id]
 		switch {
-		case r.appView() == b.appView():
+		case alwaysFails[r.Key]:
 			// A transient error: the application's row and the check count stay; only the
 			// worker's own backoff moved (one tick, by the error count) with the error kept.
+			if r.appView() != b.appView() {
+				t.Errorf("%q changed after its HEAD failed: %s -> %s", r.Key, fmtRow(b), fmtRow(r))
+				continue
+			}
 			unchanged++
 			if r.ErrorCount != 1 || !r.LastError.Valid || !r.NextCheckAt.Equal(res.Row.TickAt.Add(cfg.Interval)) {
 				t.Errorf("%q after a transient error: %s errors=%d; want 1 error recorded and the next check one tick later", r.Key, fmtRow(r), r.ErrorCount)
 			}
-		case r.Status != want[id]:
-			t.Errorf("%q became %s; want %s or unchanged", r.Key, r.Status, want[id])
-		case r.CheckCount != 1:
-			t.Errorf("%q: check_count %d", r.Key, r.CheckCount)
+		case r.Status != want[id] || r.CheckCount != 1 || r.ErrorCount != 0:
+			// Answered, on the first attempt or after one fault.
+			t.Errorf("%q: %s errors=%d; want %s after one check", r.Key, fmtRow(r), r.ErrorCount, want[id])
 		}
 	}
-	if unchanged != res.Stats["errors"] || res.Stats["retry_later"] != unchanged {
-		t.Errorf("%d rows unchanged; the run reported %d errors, %d to retry later", unchanged, res.Stats["errors"], res.Stats["retry_later"])
+	if unchanged != int64(len(alwaysFails)) || res.Stats["retry_later"] != unchanged {
+		t.Errorf("%d rows unchanged; want %d, and the run reported %d to retry later", unchanged, len(alwaysFails), res.Stats["retry_later"])
 	}
 	if res.Stats["checked"]+res.Stats["errors"] != n {
 		t.Errorf("checked %d + errors %d != %d", res.Stats["checked"], res.Stats["errors"], n)
@@ -390,6 +442,15 @@ func TestSyncUploadsConcurrencyLimit(t *testing.T) {
 
 // A run whose lock session is terminated mid-run commits nothing afterwards: its next
 // fenced write fails with lock.ErrLockLost, and the run is recorded cancelled.
+//
+// "Afterwards" is judged by transaction, not by a timestamp the writes carry (now() is
+// a transaction's start, not its commit). Right after the backend is gone the test takes
+// a database snapshot: the UPLOADED rows then, and the transactions in progress then. A
+// fenced write transaction gets its transaction id at its fence check (FOR SHARE locks
+// the run row), so one whose check passed before the termination is in that snapshot's
+// in-progress list, and may still commit; one that checks later fails. Every row that
+// became UPLOADED after the snapshot must therefore carry (xmin) one of those in-progress
+// transactions.
 func TestSyncUploadsFencing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -404,10 +465,13 @@ func TestSyncUploadsFencing(t *testing.T) {
 	h.insertUploads(0, keys...)
 	h.proxy.SetLatency(20 * time.Millisecond)
 
-	var terminatedAt time.Time
+	var atTermination map[int64]bool // UPLOADED rows right after the termination
+	var inProgress map[int64]bool    // transactions in progress then
+	var snapshotXmax int64
+	var terminated bool
 	res := h.run(job, runOpts{during: func(pid int32) {
 		// Wait for a few batches, then kill the lock session.
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 			var n int
 			if err := h.db.QueryRow(h.ctx, `SELECT count(*) FROM uploads WHERE status = 'UPLOADED'`).Scan(&n); err != nil {
 				t.Error(err)
@@ -416,24 +480,64 @@ func TestSyncUploadsFencing(t *testing.T) {
 			if n >= 30 {
 				break
 			}
+			if time.Now().After(deadline) {
+				t.Errorf("only %d uploads written after 30s; the lock session was never terminated", n)
+				return
+			}
 		}
-		terminatedAt = h.terminate(pid)
+		h.terminate(pid)
+		var err error
+		if atTermination, inProgress, snapshotXmax, err = h.uploadedSnapshot(); err != nil {
+			t.Error(err)
+			return
+		}
+		terminated = true
 	}})
+	if !terminated {
+		t.FailNow()
+	}
 	if !errors.Is(res.Err, lock.ErrLockLost) || res.Status != store.StatusCancelled {
 		t.Fatalf("status %s, err %v; want cancelled with ErrLockLost", res.Status, res.Err)
 	}
-	var uploaded int
-	var lastVerified time.Time
-	if err := h.db.QueryRow(h.ctx, `SELECT count(*), max(verified_at) FROM uploads WHERE status = 'UPLOADED'`).
-		Scan(&uploaded, &lastVerified); err != nil {
+	final, _, _, err := h.uploadedSnapshot()
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d of %d uploaded before the lock was lost; stats %v", uploaded, len(keys), res.Stats)
-	if uploaded >= len(keys) || uploaded < 30 {
-		t.Errorf("%d uploads written; want the run stopped part-way", uploaded)
+	rows, err := h.db.Query(h.ctx, `SELECT id, xmin::text::bigint FROM uploads WHERE status = 'UPLOADED'`)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !lastVerified.Before(terminatedAt) {
-		t.Errorf("a write committed at %s, after the lock session was terminated at %s", lastVerified, terminatedAt)
+	writer := map[int64]int64{}
+	for rows.Next() {
+		var id, xmin int64
+		if err := rows.Scan(&id, &xmin); err != nil {
+			t.Fatal(err)
+		}
+		writer[id] = xmin
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var late int
+	for id := range final {
+		if atTermination[id] {
+			continue
+		}
+		late++
+		if x := writer[id]; !inProgress[x] {
+			t.Errorf("upload %d became UPLOADED in transaction %d, which had not passed its fence when the lock session "+
+				"was terminated (in progress then: %v, next transaction id %d)", id, x, slices.Sorted(maps.Keys(inProgress)), snapshotXmax)
+		}
+	}
+	for id := range atTermination {
+		if !final[id] {
+			t.Errorf("upload %d was UPLOADED at the termination and is not now", id)
+		}
+	}
+	t.Logf("%d of %d uploaded at the termination, %d more by the transactions already past their fence; stats %v",
+		len(atTermination), len(keys), late, res.Stats)
+	if len(final) >= len(keys) || len(atTermination) < 30 {
+		t.Errorf("%d uploads written; want the run stopped part-way", len(final))
 	}
 }
 

@@ -53,13 +53,33 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	return time.Since(start)
 }
 
-func TestKeyForIsStableAndInRange(t *testing.T) {
+// Every replica of every release must derive the same key from a job's name: a key that
+// changes between releases splits the fleet during a rolling deploy (old and new replicas
+// each take "their" lock and both run the job). The values are pinned, not compared
+// within one process: changing KeyFor (hash, folding, namespace) fails here.
+func TestKeyForGoldenValues(t *testing.T) {
 	t.Parallel()
-	a, b := lock.KeyFor("sync-uploads"), lock.KeyFor("sync-uploads")
-	if a != b || a.ID <= 0 {
-		t.Errorf("KeyFor not stable or out of range: %v %v", a, b)
+	const ns = 0x62677772 // "bgwr": bg-worker's advisory-lock namespace (migrations.LockNamespace)
+	golden := []struct {
+		name string
+		want lock.Key
+	}{
+		{"sync-uploads", lock.Key{Namespace: ns, ID: 1542840973}},
+		{"scan-orphans", lock.Key{Namespace: ns, ID: 279060350}},
+		{"prune-runs", lock.Key{Namespace: ns, ID: 1529937596}},
+		{"a", lock.Key{Namespace: ns, ID: 1678518572}}, // FNV-1a("a") = 0xe40c292c, top bit cleared
+		{"", lock.Key{Namespace: ns, ID: 18652613}},    // FNV-1a offset basis 0x811c9dc5, top bit cleared
+		{"job-1", lock.Key{Namespace: ns, ID: 801270038}},
 	}
-	if lock.KeyFor("scan-orphans") == a {
+	for _, g := range golden {
+		if got := lock.KeyFor(g.name); got != g.want {
+			t.Errorf("KeyFor(%q) = %v; want %v: a changed key splits a fleet during a rolling deploy", g.name, got, g.want)
+		}
+	}
+	if got, want := lock.KeyFor("sync-uploads").String(), "(1650947954,1542840973)"; got != want {
+		t.Errorf("Key.String() = %q; want %q (pg_locks classid, objid)", got, want)
+	}
+	if lock.KeyFor("scan-orphans") == lock.KeyFor("sync-uploads") {
 		t.Error("distinct names share a key")
 	}
 	if err := lock.CheckCollisions([]string{"a", "b", "a"}); err != nil {
@@ -227,11 +247,24 @@ func TestFenceSerializesWithAbandon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered before any Fatal (and after the store's Close, so it runs first): a
+	// failing check must not leave the transaction open, or the abandon below stays
+	// blocked on its row lock and the pool's Close waits for both forever. After a
+	// commit the rollback is a no-op.
+	var abandonDone chan struct{}
+	t.Cleanup(func() {
+		_ = tx.Rollback(context.Background())
+		if abandonDone != nil {
+			<-abandonDone // unblocked by the rollback
+		}
+	})
 	if err := f.Check(ctx, tx); err != nil {
 		t.Fatal(err)
 	}
 	abandoned := make(chan time.Time, 1)
+	abandonDone = make(chan struct{})
 	go func() {
+		defer close(abandonDone)
 		_, _ = st.AbandonRun(ctx, claim.RunID, "takeover")
 		abandoned <- time.Now()
 	}()
@@ -243,8 +276,10 @@ func TestFenceSerializesWithAbandon(t *testing.T) {
 		default:
 		}
 		var n int
-		_ = st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%abandoned%' AND datname = current_database()`).Scan(&n)
+		if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%abandoned%' AND datname = current_database()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
 		return n == 1
 	})
 	committed := time.Now()

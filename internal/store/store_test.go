@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/bg-worker/bg-worker/internal/store"
 	"github.com/bg-worker/bg-worker/internal/testenv"
@@ -159,21 +161,114 @@ func TestClaimTickOncePerWindow(t *testing.T) {
 	}
 }
 
+// Errors from a bad DATABASE_URL or a failed connect never carry the password, even where
+// pgx's own error would: each case first proves that pgx, asked directly, puts the
+// password in its error (its message, or the connection string its error value keeps),
+// then that the store's error, and everything it wraps, does not.
 func TestConnectErrorsHidePassword(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := store.Open(ctx, "postgres://u:hunter2@127.0.0.1:1/db?connect_timeout=2", store.Options{})
-	if err == nil {
-		err = st.Ping(ctx)
-		st.Close()
+	const pw = "hunter2-Secret"
+
+	// The live test server, for errors that only its answer produces.
+	live, err := pgx.ParseConfig(testenv.DatabaseURL(t))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err == nil {
-		t.Fatal("want a connection error")
+	kv := func(k, v string) string {
+		return k + "='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 	}
-	if strings.Contains(err.Error(), "hunter2") {
-		t.Errorf("password in error: %v", err)
+	liveKV := strings.Join([]string{kv("host", live.Host), kv("port", fmt.Sprint(live.Port)), kv("user", live.User),
+		kv("password", live.Password), kv("dbname", live.Database), kv("sslmode", "disable")}, " ")
+
+	cases := []struct {
+		name, url string
+		// connect: the error comes from connecting (store.Migrate connects at once);
+		// otherwise from parsing (store.Open and store.ParseConfig).
+		connect bool
+	}{
+		// pgx's best-effort redaction misses "password = value" (legal in keyword/value
+		// form), so its parse error echoes the password verbatim.
+		{name: "keyword/value with spaces around =", url: "host=127.0.0.1 port=notaport user=u password = " + pw},
+		// pgx redacts its message here, but its *pgconn.ParseConfigError keeps the raw
+		// string in ConnString, where anything that unwraps the error finds it.
+		{name: "URL with a bad port", url: "postgres://u:" + pw + "@127.0.0.1:notaport/db"},
+		{name: "URL with a bad sslmode", url: "postgres://u:" + pw + "@127.0.0.1:5432/db?sslmode=bogus"},
+		// A URL pasted after keyword/value settings parses as an unknown run-time
+		// parameter named after the URL; the server's refusal quotes that name, password
+		// included, and pgx's connect error passes it on.
+		{name: "server error quoting the connection string", url: liveKV + " postgres://u:" + pw + "@db.example/app?x=1", connect: true},
 	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Precondition: unredacted, this error would carry the password.
+			var raw error
+			if tc.connect {
+				conn, err := pgx.Connect(ctx, tc.url)
+				if err == nil {
+					_ = conn.Close(ctx)
+				}
+				raw = err
+			} else {
+				_, raw = pgx.ParseConfig(tc.url)
+			}
+			if raw == nil || len(passwordIn(raw, pw)) == 0 {
+				t.Fatalf("pgx's own error %v does not carry the password: the case no longer exercises redaction", raw)
+			}
+
+			var errs []error
+			if tc.connect {
+				_, err := store.Migrate(ctx, tc.url, migrations.DefaultOptions())
+				errs = append(errs, err)
+			} else {
+				_, err := store.ParseConfig(tc.url, "t")
+				errs = append(errs, err)
+				st, err := store.Open(ctx, tc.url, store.Options{})
+				if err == nil {
+					st.Close()
+				}
+				errs = append(errs, err)
+			}
+			for _, err := range errs {
+				if err == nil {
+					t.Errorf("no error; want one (pgx says %v)", raw)
+					continue
+				}
+				if where := passwordIn(err, pw); len(where) > 0 {
+					t.Errorf("password in the store's error (%s): %v", strings.Join(where, ", "), err)
+				}
+			}
+		})
+	}
+}
+
+// passwordIn says where in err's tree pw appears: a message, or the connection string a
+// *pgconn.ParseConfigError keeps.
+func passwordIn(err error, pw string) []string {
+	var found []string
+	var walk func(e error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if strings.Contains(e.Error(), pw) {
+			found = append(found, fmt.Sprintf("message of %T", e))
+		}
+		if pe, ok := e.(*pgconn.ParseConfigError); ok && strings.Contains(pe.ConnString, pw) {
+			found = append(found, "ParseConfigError.ConnString")
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		}
+	}
+	walk(err)
+	return found
 }
 
 // The generated code is current (sqlc diff passes), and the check catches staleness: in
