@@ -2,17 +2,17 @@
 // a server (PostgreSQL) and can cut the network between them.
 //
 // Partition stops forwarding in both directions without closing any socket: bytes
-// either side sends are held (first in the proxy's buffer, then in the kernel's socket
-// buffers, which is backpressure), nothing is answered, and a new connection is accepted
-// but not connected upstream, so the client's handshake hangs. Neither side sees an
-// error: a client notices only through its own deadlines, as with a cut cable.
+// either side sends are held (in the proxy, up to 1 MiB per direction and connection,
+// then in the kernel's socket buffers), nothing is answered, and a new connection is
+// accepted but not connected upstream, so the client's handshake hangs. Neither side
+// sees an error: a client notices only through its own deadlines, as with a cut cable.
 //
 // A partition ends in one of two ways:
 //
 //   - Heal resumes forwarding: everything held is delivered in order, then any close
 //     that happened meanwhile. This is the adversarial case for fencing: a statement a
 //     client sent (and gave up on) before or during the partition reaches the server
-//     after it, possibly after another client took over. It is also what a short
+//     when it heals, possibly after another client took over. It is also what a short
 //     partition looks like (TCP retransmits until the path comes back).
 //   - HealReset drops everything held and resets every connection (RST both ways). This
 //     is what a partition longer than TCP's retransmission timeout ends in: the peers'
@@ -32,22 +32,35 @@ import (
 	"sync"
 )
 
+// maxHeld is how much one direction of one connection buffers in the proxy; beyond it
+// the proxy stops reading and the kernel's buffers hold the rest.
+const maxHeld = 1 << 20
+
 // Proxy forwards connections from its listener to a target address.
 type Proxy struct {
 	ln     net.Listener
 	target string
 
 	mu     sync.Mutex
-	part   *partition // nil while forwarding
-	conns  map[net.Conn]struct{}
+	cond   *sync.Cond // on mu: a pipe's queue, the partition or closed changed
+	part   bool
+	conns  map[*conn]struct{}
 	closed bool
+	late   int64 // bytes a partition held that Heal then delivered
 	wg     sync.WaitGroup
 }
 
-// partition is one cut; done is closed when it ends, reset says how.
-type partition struct {
-	done  chan struct{}
-	reset bool
+// conn is one proxied connection: client→server and server→client pipes.
+type conn struct {
+	client, server net.Conn // server is nil until dialed
+	up, down       *pipe
+	dead           bool // reset: drop everything, forward nothing more
+}
+
+// pipe is one direction: what was read from the source and not yet written.
+type pipe struct {
+	q    []byte
+	rerr error // the source's read error (io.EOF: orderly close), after q
 }
 
 // Listen starts a proxy on 127.0.0.1 (a free port) that forwards to target (host:port).
@@ -56,7 +69,8 @@ func Listen(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tcpproxy listen: %w", err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[*conn]struct{}{}}
+	p.cond = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -70,169 +84,214 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 func (p *Proxy) Partition() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.part == nil {
-		p.part = &partition{done: make(chan struct{})}
-	}
+	p.part = true
+	p.cond.Broadcast()
 }
 
 // Heal ends a partition and delivers everything held, in order.
-func (p *Proxy) Heal() { p.heal(false) }
-
-// HealReset ends a partition by resetting every connection: nothing held is delivered.
-func (p *Proxy) HealReset() { p.heal(true) }
-
-func (p *Proxy) heal(reset bool) {
+func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	part := p.part
-	if part == nil {
+	if !p.part {
 		return
 	}
-	p.part = nil
-	if reset {
-		// Close before waking the pumps, so that none of them writes what it holds.
-		for c := range p.conns {
-			abort(c)
-		}
-		clear(p.conns)
+	for c := range p.conns {
+		p.late += int64(len(c.up.q) + len(c.down.q))
 	}
-	part.reset = reset
-	close(part.done)
+	p.part = false
+	p.cond.Broadcast()
+}
+
+// HealReset ends a partition by resetting every connection: nothing held is delivered.
+func (p *Proxy) HealReset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.part {
+		return
+	}
+	p.resetAll()
+	p.part = false
+	p.cond.Broadcast()
 }
 
 // Partitioned reports whether the network is cut right now.
 func (p *Proxy) Partitioned() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.part != nil
+	return p.part
+}
+
+// LateBytes counts the bytes that partitions held and Heal then delivered: a test can
+// tell that its statements really did arrive late rather than not at all.
+func (p *Proxy) LateBytes() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.late
 }
 
 // Close stops the proxy and resets every connection.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
-	for c := range p.conns {
-		abort(c)
-	}
-	clear(p.conns)
-	if p.part != nil {
-		p.part.reset = true
-		close(p.part.done)
-		p.part = nil
-	}
+	p.resetAll()
+	p.cond.Broadcast()
 	p.mu.Unlock()
 	err := p.ln.Close()
 	p.wg.Wait()
 	return err
 }
 
-// gate blocks while the network is cut; false means the connection was reset meanwhile
-// (or the proxy closed) and what the caller holds must be dropped.
-func (p *Proxy) gate() bool {
-	p.mu.Lock()
-	part, closed := p.part, p.closed
-	p.mu.Unlock()
-	if closed {
-		return false
+// resetAll aborts every connection; p.mu held.
+func (p *Proxy) resetAll() {
+	for c := range p.conns {
+		c.dead = true
+		abort(c.client)
+		if c.server != nil {
+			abort(c.server)
+		}
 	}
-	if part == nil {
-		return true
-	}
-	<-part.done
-	return !part.reset
-}
-
-// track registers c so a reset or Close can abort it; false if the proxy is closed.
-func (p *Proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *Proxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.conns, c)
 }
 
 func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
-		c, err := p.ln.Accept()
+		nc, err := p.ln.Accept()
 		if err != nil {
 			return // listener closed
 		}
-		if !p.track(c) {
-			abort(c)
+		c := &conn{client: nc, up: &pipe{}, down: &pipe{}}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			abort(nc)
 			return
 		}
+		p.conns[c] = struct{}{}
+		p.mu.Unlock()
 		p.wg.Add(1)
 		go p.serve(c)
 	}
 }
 
-// serve connects one accepted client upstream and pumps both ways.
-func (p *Proxy) serve(client net.Conn) {
+// serve connects one accepted client upstream and forwards both ways.
+func (p *Proxy) serve(c *conn) {
 	defer p.wg.Done()
-	defer p.untrack(client)
-	// A connection made during a partition is not connected upstream until it heals:
-	// the client's handshake hangs, as a SYN into a cut network would.
-	if !p.gate() {
-		abort(client)
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		p.mu.Lock()
+		delete(p.conns, c)
+		p.mu.Unlock()
+		_ = c.client.Close()
+		if c.server != nil {
+			_ = c.server.Close()
+		}
+	}()
+	// The client's bytes are read (and held) at once; the upstream connection is made
+	// only while the network is up, so a handshake during a partition hangs, as a SYN
+	// into a cut network would.
+	wg.Add(1)
+	go func() { defer wg.Done(); p.read(c, c.up, c.client) }()
+	p.mu.Lock()
+	for p.part && !c.dead {
+		p.cond.Wait()
+	}
+	dead := c.dead
+	p.mu.Unlock()
+	if dead {
 		return
 	}
 	server, err := net.Dial("tcp", p.target)
-	if err != nil || !p.track(server) {
+	p.mu.Lock()
+	if err == nil && !c.dead {
+		c.server = server
+	} else {
+		c.dead = true
+		abort(c.client)
 		if server != nil {
 			abort(server)
 		}
-		abort(client)
+		p.cond.Broadcast()
+	}
+	dead = c.dead
+	p.mu.Unlock()
+	if dead {
 		return
 	}
-	defer p.untrack(server)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); p.pump(server, client) }()
-	go func() { defer wg.Done(); p.pump(client, server) }()
-	wg.Wait()
-	_ = client.Close()
-	_ = server.Close()
+	wg.Add(3)
+	go func() { defer wg.Done(); p.read(c, c.down, c.server) }()
+	go func() { defer wg.Done(); p.write(c, c.up, c.server) }()
+	go func() { defer wg.Done(); p.write(c, c.down, c.client) }()
 }
 
-// pump copies src to dst, holding each chunk while the network is cut. EOF from src is
-// passed on as a half-close after everything before it.
-func (p *Proxy) pump(dst, src net.Conn) {
+// read queues what src sends until it ends or the connection is reset.
+func (p *Proxy) read(c *conn, pp *pipe, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
-		n, rerr := src.Read(buf)
-		if !p.gate() {
-			abort(src)
-			abort(dst)
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		for len(pp.q) >= maxHeld && !c.dead {
+			p.cond.Wait()
+		}
+		if c.dead {
+			p.mu.Unlock()
 			return
 		}
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				abort(src)
-				abort(dst)
+		pp.q = append(pp.q, buf[:n]...)
+		if err != nil {
+			pp.rerr = err
+		}
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// write forwards pp's queue to dst while the network is up, then passes on how the
+// source ended: an orderly close as a half-close, anything else as a reset.
+func (p *Proxy) write(c *conn, pp *pipe, dst net.Conn) {
+	for {
+		p.mu.Lock()
+		for !c.dead && (p.part || (len(pp.q) == 0 && pp.rerr == nil)) {
+			p.cond.Wait()
+		}
+		if c.dead {
+			p.mu.Unlock()
+			return
+		}
+		data, rerr := pp.q, pp.rerr
+		pp.q = nil
+		p.cond.Broadcast() // room for the reader
+		p.mu.Unlock()
+		if len(data) > 0 {
+			if _, err := dst.Write(data); err != nil {
+				p.kill(c)
 				return
 			}
 		}
 		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				if tc, ok := dst.(*net.TCPConn); ok {
-					_ = tc.CloseWrite()
-					return
-				}
+			if tc, ok := dst.(*net.TCPConn); ok && errors.Is(rerr, io.EOF) {
+				_ = tc.CloseWrite()
+				return
 			}
-			abort(src)
-			abort(dst)
+			p.kill(c)
 			return
 		}
 	}
+}
+
+// kill resets one connection both ways.
+func (p *Proxy) kill(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c.dead = true
+	abort(c.client)
+	if c.server != nil {
+		abort(c.server)
+	}
+	p.cond.Broadcast()
 }
 
 // abort closes c with a reset (linger 0) rather than an orderly FIN.

@@ -152,6 +152,11 @@ func TestPartitionHoldsThenHealDelivers(t *testing.T) {
 	expectLine(t, c2, r2, "echo new", 5*time.Second)
 	send(t, c, "after")
 	expectLine(t, c, r, "echo after", 5*time.Second)
+	// held1, held2 and new went up late. (The echo of new is not counted: it was
+	// written after the heal.)
+	if n, want := p.LateBytes(), int64(len("held1\nheld2\nnew\n")); n != want {
+		t.Errorf("LateBytes %d, want %d", n, want)
+	}
 }
 
 // A close during the partition reaches the server after what was sent before it.
@@ -198,6 +203,9 @@ func TestHealResetDropsHeld(t *testing.T) {
 	send(t, c, "dropped")
 	expectSilence(t, c, r, 100*time.Millisecond)
 	p.HealReset()
+	if n := p.LateBytes(); n != 0 {
+		t.Errorf("LateBytes %d after HealReset, want 0", n)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if line, err := r.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("after HealReset: read %q, %v; want the connection reset", line, err)
