@@ -132,8 +132,23 @@ func (s *Store) Ping(ctx context.Context) error {
 	if s.pool == nil {
 		return nil
 	}
-	return s.pool.Ping(ctx)
+	// The pool connects lazily: this is where a connection error (which may quote the
+	// connection string) first surfaces.
+	if err := s.pool.Ping(ctx); err != nil {
+		return &redactedError{msg: config.RedactURL(err.Error()), err: err}
+	}
+	return nil
 }
+
+// redactedError prints a redacted message but keeps the original for errors.Is/As
+// (connection-error classification).
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // Tx runs fn in a transaction on a Store bound to it; fn's error rolls back.
 func (s *Store) Tx(ctx context.Context, fn func(tx *Store) error) error {
