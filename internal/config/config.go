@@ -63,6 +63,11 @@ type Config struct {
 	DatabaseSchema string
 	// Uploads maps the application's uploads table (UPLOADS_*).
 	Uploads UploadsMapping
+
+	// Sentry (sentry.go): SentryDSN (SENTRY_DSN) turns error reporting and Crons monitors
+	// on; SentryEnvironment (SENTRY_ENVIRONMENT) names the environment.
+	SentryDSN         string
+	SentryEnvironment string
 }
 
 // Defaults returns the configuration with every default filled in.
@@ -257,6 +262,7 @@ func Load(env LookupEnv) (Config, error) {
 	dur("RUN_HISTORY_RETENTION", &c.RunHistoryRetention, MinDuration, MaxDuration)
 	loadUploads(env, &c, bad)
 	loadJobTimeouts(env, &c, bad)
+	loadSentry(env, &c, bad)
 
 	// LOCK_TIMEOUT against LOCK_HEARTBEAT only when both were accepted (a rejected one
 	// is already reported, and its default says nothing about the other).
