@@ -20,6 +20,24 @@ WHERE EXISTS (
 ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
 RETURNING id, tick_at, started_at;
 
+-- name: JobRunClaimWindow :one
+-- JobRunClaim for a window the caller computed (a calendar schedule's instant,
+-- internal/schedule): claimed only while the database clock is inside
+-- [@tick_at, @claim_until), with the same lock and pause checks.
+INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid)
+SELECT @job, sqlc.arg(tick_at)::timestamptz, 'schedule', @worker_id, @status, sqlc.arg(lock_pid)::int
+WHERE clock_timestamp() >= sqlc.arg(tick_at)::timestamptz
+  AND clock_timestamp() < sqlc.arg(claim_until)::timestamptz
+  AND EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = sqlc.arg(lock_pid)::int
+      AND l.classid::bigint = sqlc.arg(lock_namespace)::bigint AND l.objid::bigint = sqlc.arg(lock_key)::bigint
+      AND l.objsubid = 2
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
+  AND NOT EXISTS (SELECT 1 FROM worker_jobs j WHERE j.name = @job AND j.paused_until > clock_timestamp())
+ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
+RETURNING id, tick_at, started_at;
+
 -- name: JobRunStartManual :one
 INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid, request_id)
 VALUES (@job, clock_timestamp(), 'manual', @worker_id, 'running', @lock_pid, @request_id)

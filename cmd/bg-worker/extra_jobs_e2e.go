@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/bg-worker/bg-worker/internal/jobs"
+	"github.com/bg-worker/bg-worker/internal/schedule"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
@@ -32,8 +34,19 @@ func extraJobs(d jobs.Deps) []jobs.Job {
 			return err
 		})
 	}
+	// E2E_FAST_SCHEDULE gives e2e-fast a calendar schedule (a cron expression, e.g.
+	// "*/1 * * * * *" for every second) instead of the interval.
+	var fastSched schedule.Schedule
+	fastInterval := interval
+	if v := os.Getenv("E2E_FAST_SCHEDULE"); v != "" {
+		s, err := schedule.Parse(v)
+		if err != nil {
+			panic(fmt.Sprintf("E2E_FAST_SCHEDULE: %v", err))
+		}
+		fastSched, fastInterval = s, s.Period()
+	}
 	return []jobs.Job{
-		{Name: "e2e-fast", Interval: interval, Description: "test probe: one fenced write per run",
+		{Name: "e2e-fast", Interval: fastInterval, Schedule: fastSched, Description: "test probe: one fenced write per run",
 			Run: func(ctx context.Context, r jobs.Run) error { return event(ctx, r, "e2e-fast", 0) }},
 		// E2E_SLOW_EFFECTS=true declares effects outside the database (the takeover
 		// then waits out the lock bound).

@@ -186,13 +186,13 @@ func cmdJobs(args []string, env config.LookupEnv, stdout, stderr io.Writer) erro
 	for _, j := range sel {
 		enabled[j.Name] = true
 	}
-	fmt.Fprintf(stdout, "%-14s %-10s %-10s %-8s %s\n", "JOB", "INTERVAL", "TIMEOUT", "ENABLED", "DESCRIPTION")
+	fmt.Fprintf(stdout, "%-14s %-22s %-10s %-8s %s\n", "JOB", "SCHEDULE", "TIMEOUT", "ENABLED", "DESCRIPTION")
 	for _, j := range all {
 		en := "no"
 		if enabled[j.Name] {
 			en = "yes"
 		}
-		fmt.Fprintf(stdout, "%-14s %-10s %-10s %-8s %s\n", j.Name, j.Interval, j.EffectiveTimeout(), en, j.Description)
+		fmt.Fprintf(stdout, "%-14s %-22s %-10s %-8s %s\n", j.Name, j.Windows(), j.EffectiveTimeout(), en, j.Description)
 	}
 	return nil
 }

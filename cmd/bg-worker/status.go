@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bg-worker/bg-worker/internal/config"
+	"github.com/bg-worker/bg-worker/internal/jobs"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
@@ -35,6 +36,7 @@ type statusPause struct {
 type statusJob struct {
 	Name       string            `json:"name"`
 	IntervalMS int64             `json:"interval_ms"`
+	Schedule   string            `json:"schedule,omitempty"` // as this binary configures it
 	Paused     *statusPause      `json:"paused,omitempty"`
 	LockKey    [2]int32          `json:"lock_key"`
 	Holder     *store.LockHolder `json:"holder"`
@@ -106,6 +108,10 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 		byJob[h.Job] = h
 	}
 	rep := statusReport{Now: now, Jobs: []statusJob{}}
+	local := map[string]jobs.Job{}
+	for _, j := range registry(jobs.Deps{Config: cfg}) {
+		local[j.Name] = j
+	}
 	// The mapping must be the installed one for the counts to mean anything.
 	if _, err := st.CheckMapping(ctx, cfg.Uploads); err != nil {
 		return rep, mappingError(err)
@@ -124,6 +130,12 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 		}
 		iv := interval.Milliseconds()
 		j.NextTick = time.UnixMilli((now.UnixMilli()/iv + 1) * iv).UTC()
+		if lj, ok := local[name]; ok {
+			j.Schedule = lj.Windows().String()
+			if _, next := lj.Windows().Window(now); !next.IsZero() {
+				j.NextTick = next.UTC() // a calendar schedule's next instant
+			}
+		}
 		runs, err := st.RecentRuns(ctx, name, n)
 		if err != nil {
 			return err

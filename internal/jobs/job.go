@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bg-worker/bg-worker/internal/config"
+	"github.com/bg-worker/bg-worker/internal/schedule"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
@@ -18,8 +19,12 @@ type Job struct {
 	// Name is the job's identity: its log prefix, its advisory-lock key, its rows in
 	// worker_jobs and job_runs.
 	Name string
-	// Interval is the tick; windows are aligned to it on the database clock.
+	// Interval is the tick; windows are aligned to it on the database clock. For a job
+	// with a Schedule it is the schedule's typical period (timeouts, health, metrics).
 	Interval time.Duration
+	// Schedule, when set, gives the windows instead of Interval: e.g. a cron expression
+	// in a time zone (internal/schedule). Windows are its instants on the database clock.
+	Schedule schedule.Schedule
 	// UsesBucket says the job needs the R2 variables.
 	UsesBucket bool
 	// ExternalEffects says the job acts outside the database (deleting objects). Such a
@@ -66,6 +71,14 @@ type Run interface {
 // ten minutes (long enough for a large sync-uploads backlog at its own run budget).
 func DefaultTimeout(interval time.Duration) time.Duration {
 	return max(10*interval, 10*time.Minute)
+}
+
+// Windows is the job's schedule: Schedule, or windows of Interval.
+func (j Job) Windows() schedule.Schedule {
+	if j.Schedule != nil {
+		return j.Schedule
+	}
+	return schedule.Every(j.Interval)
 }
 
 // EffectiveTimeout is j.Timeout or its default.

@@ -4,18 +4,27 @@ import (
 	"context"
 	"time"
 
+	"github.com/bg-worker/bg-worker/internal/schedule"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
 // pruneBatch bounds each DELETE so pruning millions of old rows never holds long locks.
 const pruneBatch = 5000
 
-// newPruneRuns deletes job_runs rows older than RUN_HISTORY_RETENTION, hourly.
+// pruneSchedule: once a day, at a quiet hour (UTC).
+const pruneSchedule = "0 3 * * *"
+
+// newPruneRuns deletes job_runs rows older than RUN_HISTORY_RETENTION, daily.
 func newPruneRuns(d Deps) Job {
 	retention := d.Config.RunHistoryRetention
+	sched, err := schedule.ParseCron(pruneSchedule, "UTC")
+	if err != nil {
+		panic(err) // a constant: caught by every test
+	}
 	return Job{
 		Name:        "prune-runs",
-		Interval:    time.Hour,
+		Interval:    24 * time.Hour,
+		Schedule:    sched,
 		Description: "deletes job_runs rows and resolved upload state older than RUN_HISTORY_RETENTION",
 		Run: func(ctx context.Context, r Run) error {
 			var total int64

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bg-worker/bg-worker/internal/bucket"
+	"github.com/bg-worker/bg-worker/internal/schedule"
 )
 
 // orphanExamples is how many orphan keys the info line names (all are logged at debug).
@@ -36,6 +37,11 @@ func newScanOrphans(d Deps) Job {
 	interval := d.Config.OrphanScanInterval
 	if interval <= 0 {
 		interval = time.Hour
+	}
+	var sched schedule.Schedule
+	if d.Config.OrphanScanSchedule != nil { // ORPHAN_SCAN_SCHEDULE as a cron expression
+		sched = d.Config.OrphanScanSchedule
+		interval = sched.Period()
 	}
 	return Job{
 		Name:       "scan-orphans",

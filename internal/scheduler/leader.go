@@ -9,6 +9,7 @@ import (
 
 	"github.com/bg-worker/bg-worker/internal/jobs"
 	"github.com/bg-worker/bg-worker/internal/lock"
+	"github.com/bg-worker/bg-worker/internal/schedule"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
@@ -55,7 +56,7 @@ func (l *leader) loop(ctx context.Context) {
 		case <-timer.C:
 			l.s.markTick(l.job.Name)
 			l.tick(ctx)
-			timer.Reset(nextBoundary(time.Now(), l.sess.ClockOffset(), l.job.Interval))
+			timer.Reset(l.nextWake())
 		case <-leaseDone:
 			l.log.Warn("Lost lock; no longer leading", "error", l.lease.Err())
 			l.lease = nil
@@ -130,7 +131,10 @@ func (l *leader) tick(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, l.sess.Options().ClientBound())
 	defer cancel()
 	if l.cur != nil {
-		claim, err := st.ClaimTick(cctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusSkipped, ref)
+		claim, err := l.claim(cctx, store.StatusSkipped, ref)
+		if errors.Is(err, errOutsideWindow) {
+			return
+		}
 		if err == nil {
 			_ = st.FinishSkipped(cctx, claim.RunID)
 			obs.TickSkipped(l.job.Name)
@@ -140,7 +144,10 @@ func (l *leader) tick(ctx context.Context) {
 		}
 		return
 	}
-	claim, err := st.ClaimTick(cctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, store.StatusRunning, ref)
+	claim, err := l.claim(cctx, store.StatusRunning, ref)
+	if errors.Is(err, errOutsideWindow) {
+		return
+	}
 	if errors.Is(err, store.ErrTickClaimed) {
 		if !l.checkPause(cctx) {
 			l.log.Debug("Tick window already claimed")
@@ -156,6 +163,55 @@ func (l *leader) tick(ctx context.Context) {
 		l.log.Info("Job resumed; running again")
 	}
 	l.start(ctx, claim, store.TriggerSchedule, nil)
+}
+
+// calendarGrace is how long after a calendar schedule's instant its window may still be
+// claimed (a replica that starts, or takes over, later than that waits for the next
+// instant: a missed calendar run is not caught up hours later).
+const calendarGrace = 5 * time.Minute
+
+// maxWake bounds a leader's sleep between ticks (a daily schedule still tries its lock
+// and reports itself alive every minute).
+const maxWake = time.Minute
+
+var errOutsideWindow = errors.New("not inside a claimable window")
+
+// claim claims the current window: by interval in the database (date_bin), or, for a
+// calendar schedule, the instant the schedule gives for the database clock now.
+func (l *leader) claim(ctx context.Context, status string, ref store.LockRef) (store.Claim, error) {
+	st := l.s.opts.Store
+	sched := l.job.Windows()
+	if _, every := sched.(schedule.Every); every {
+		return st.ClaimTick(ctx, l.job.Name, l.job.Interval, l.s.opts.WorkerID, status, ref)
+	}
+	now := time.Now().Add(l.sess.ClockOffset())
+	start, next := sched.Window(now)
+	if start.IsZero() {
+		return store.Claim{}, errOutsideWindow
+	}
+	until := start.Add(calendarGrace)
+	if !next.IsZero() && next.Before(until) {
+		until = next
+	}
+	if !now.Before(until) {
+		return store.Claim{}, errOutsideWindow
+	}
+	return st.ClaimWindow(ctx, l.job.Name, start, until, l.s.opts.WorkerID, status, ref)
+}
+
+// nextWake is how long to sleep until just after the next window starts (database clock),
+// at most maxWake for calendar schedules.
+func (l *leader) nextWake() time.Duration {
+	sched := l.job.Windows()
+	if e, every := sched.(schedule.Every); every {
+		return nextBoundary(time.Now(), l.sess.ClockOffset(), time.Duration(e))
+	}
+	now := time.Now().Add(l.sess.ClockOffset())
+	_, next := sched.Window(now)
+	if next.IsZero() {
+		return maxWake
+	}
+	return min(next.Sub(now)+5*time.Millisecond, maxWake)
 }
 
 // giveUpOverdue handles a run that ignored its timeout's cancellation for the client

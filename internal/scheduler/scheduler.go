@@ -133,7 +133,11 @@ func (s *Scheduler) Healthy(now time.Time) error {
 		if last.IsZero() {
 			last = s.started
 		}
-		if now.Sub(last) > 3*j.Interval+5*time.Second {
+		every := j.Interval
+		if j.Schedule != nil {
+			every = min(j.Interval, maxWake) // a calendar job's leader wakes at least every maxWake
+		}
+		if now.Sub(last) > 3*every+5*time.Second {
 			return fmt.Errorf("job %s has not ticked since %s", j.Name, last.Format(time.RFC3339))
 		}
 	}

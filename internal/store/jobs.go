@@ -108,6 +108,22 @@ func (s *Store) ClaimTick(ctx context.Context, job string, interval time.Duratio
 	return Claim{RunID: row.ID, TickAt: row.TickAt, StartedAt: row.StartedAt}, nil
 }
 
+// ClaimWindow is ClaimTick for a window the caller computed (a calendar schedule): the
+// claim holds only while the database clock is in [tickAt, claimUntil).
+func (s *Store) ClaimWindow(ctx context.Context, job string, tickAt, claimUntil time.Time, workerID, status string, lock LockRef) (Claim, error) {
+	row, err := s.q.JobRunClaimWindow(ctx, dbsqlc.JobRunClaimWindowParams{
+		Job: job, TickAt: tickAt, ClaimUntil: claimUntil, WorkerID: workerID, Status: status,
+		LockPid: lock.PID, LockNamespace: int64(lock.Namespace), LockKey: int64(lock.Key),
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Claim{}, ErrTickClaimed
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("claim window %s of %s: %w", tickAt.Format(time.RFC3339), job, err)
+	}
+	return Claim{RunID: row.ID, TickAt: row.TickAt, StartedAt: row.StartedAt}, nil
+}
+
 // StartManualRun records a manual run (outside the window claim).
 func (s *Store) StartManualRun(ctx context.Context, job, workerID string, lockPID int32, requestID string) (Claim, error) {
 	row, err := s.q.JobRunStartManual(ctx, dbsqlc.JobRunStartManualParams{

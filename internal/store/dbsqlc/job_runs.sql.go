@@ -86,6 +86,58 @@ func (q *Queries) JobRunClaim(ctx context.Context, arg JobRunClaimParams) (JobRu
 	return i, err
 }
 
+const jobRunClaimWindow = `-- name: JobRunClaimWindow :one
+INSERT INTO job_runs (job, tick_at, trigger, worker_id, status, lock_pid)
+SELECT $1, $2::timestamptz, 'schedule', $3, $4, $5::int
+WHERE clock_timestamp() >= $2::timestamptz
+  AND clock_timestamp() < $6::timestamptz
+  AND EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $5::int
+      AND l.classid::bigint = $7::bigint AND l.objid::bigint = $8::bigint
+      AND l.objsubid = 2
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
+  AND NOT EXISTS (SELECT 1 FROM worker_jobs j WHERE j.name = $1 AND j.paused_until > clock_timestamp())
+ON CONFLICT (job, tick_at) WHERE trigger = 'schedule' DO NOTHING
+RETURNING id, tick_at, started_at
+`
+
+type JobRunClaimWindowParams struct {
+	Job           string    `json:"job"`
+	TickAt        time.Time `json:"tick_at"`
+	WorkerID      string    `json:"worker_id"`
+	Status        string    `json:"status"`
+	LockPid       int32     `json:"lock_pid"`
+	ClaimUntil    time.Time `json:"claim_until"`
+	LockNamespace int64     `json:"lock_namespace"`
+	LockKey       int64     `json:"lock_key"`
+}
+
+type JobRunClaimWindowRow struct {
+	ID        int64     `json:"id"`
+	TickAt    time.Time `json:"tick_at"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// JobRunClaim for a window the caller computed (a calendar schedule's instant,
+// internal/schedule): claimed only while the database clock is inside
+// [@tick_at, @claim_until), with the same lock and pause checks.
+func (q *Queries) JobRunClaimWindow(ctx context.Context, arg JobRunClaimWindowParams) (JobRunClaimWindowRow, error) {
+	row := q.db.QueryRow(ctx, jobRunClaimWindow,
+		arg.Job,
+		arg.TickAt,
+		arg.WorkerID,
+		arg.Status,
+		arg.LockPid,
+		arg.ClaimUntil,
+		arg.LockNamespace,
+		arg.LockKey,
+	)
+	var i JobRunClaimWindowRow
+	err := row.Scan(&i.ID, &i.TickAt, &i.StartedAt)
+	return i, err
+}
+
 const jobRunDBNow = `-- name: JobRunDBNow :one
 SELECT clock_timestamp()::timestamptz AS now
 `
