@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/bg-worker/bg-worker/internal/schedule"
 )
 
 // Config is the whole environment bg-worker reads. Names in comments are the variables.
@@ -49,6 +51,9 @@ type Config struct {
 	SyncMaxBackoff  time.Duration // SYNC_MAX_BACKOFF, default 5m
 
 	OrphanScanInterval time.Duration // ORPHAN_SCAN_INTERVAL, default 1h
+	// OrphanScanSchedule (ORPHAN_SCAN_SCHEDULE as a cron expression) replaces the
+	// interval; nil: every OrphanScanInterval.
+	OrphanScanSchedule schedule.Schedule
 	OrphanMinAge       time.Duration // ORPHAN_MIN_AGE, default 24h
 	OrphanDelete       bool          // ORPHAN_DELETE, default false
 
@@ -263,6 +268,7 @@ func Load(env LookupEnv) (Config, error) {
 	loadUploads(env, &c, bad)
 	loadJobTimeouts(env, &c, bad)
 	loadSentry(env, &c, bad)
+	loadSchedules(env, &c, bad)
 
 	// LOCK_TIMEOUT against LOCK_HEARTBEAT only when both were accepted (a rejected one
 	// is already reported, and its default says nothing about the other).

@@ -95,7 +95,7 @@ func fieldOf(t *testing.T, name string) (reflect.Value, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []string{"7h13m", "3ms", "250ms", "7", "true", "json", "debug", "http://zz.example", "postgres://zz@zz/zz", ":9999", "sync-uploads=7m", "https://zz@zz.example/1", "zz"} {
+	for _, v := range []string{"7h13m", "3ms", "250ms", "7", "true", "json", "debug", "http://zz.example", "postgres://zz@zz/zz", ":9999", "sync-uploads=7m", "https://zz@zz.example/1", "0 3 * * *", "zz"} {
 		got, err := config.Load(config.MapEnv(map[string]string{name: v}))
 		if err != nil {
 			continue
