@@ -114,16 +114,6 @@ func (l *Lease) end(err error) {
 	})
 }
 
-// Held returns the current lease, or nil.
-func (s *Session) Held() *Lease {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lease != nil && s.lease.Err() == nil {
-		return s.lease
-	}
-	return nil
-}
-
 // serverSettings bound how long PostgreSQL keeps a silent holder's session (and lock):
 // a paused process sends nothing (idle_session_timeout), a partitioned one
 // acknowledges nothing (tcp_user_timeout, keepalives).
@@ -361,11 +351,4 @@ func (s *Session) Close(ctx context.Context) error {
 	s.dropConn()
 	s.mu.Unlock()
 	return err
-}
-
-// PID is the backend pid of the current connection (0 before the first attempt).
-func (s *Session) PID() int32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pid
 }

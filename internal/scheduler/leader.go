@@ -128,7 +128,9 @@ func (l *leader) tick(ctx context.Context) {
 	// the client bound instead of landing when the network heals.
 	key := l.sess.Key()
 	ref := store.LockRef{Namespace: key.Namespace, Key: key.ID, PID: l.lease.PID}
-	cctx, cancel := context.WithTimeout(ctx, l.sess.Options().ClientBound())
+	lctx, lcancel := WithLease(ctx, l.lease) // ends with the lease, not T/2 after the claim began
+	defer lcancel(nil)
+	cctx, cancel := context.WithTimeout(lctx, l.sess.Options().ClientBound())
 	defer cancel()
 	if l.cur != nil {
 		claim, err := l.claim(cctx, store.StatusSkipped, ref)
@@ -230,7 +232,8 @@ func (l *leader) giveUpOverdue(ctx context.Context) bool {
 	}
 	l.log.Error("Job ignored its timeout's cancellation; giving the run up and releasing the lock (its writes are fenced)",
 		"run_id", a.id, "timeout", l.job.EffectiveTimeout())
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	// Bounded like a claim: a leader cut off from the database must not sit here.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.sess.Options().ClientBound())
 	defer cancel()
 	if _, err := l.s.opts.Store.FinishRun(fctx, a.id, store.StatusFailed,
 		(&TimeoutError{Timeout: l.job.EffectiveTimeout()}).Error()+"; the job ignored cancellation and was given up", nil); err != nil {

@@ -114,9 +114,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 // Pool is the underlying pool (nil for a transaction-bound Store).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Queries exposes the generated queries for packages that need one not wrapped here.
-func (s *Store) Queries() *dbsqlc.Queries { return s.q }
-
 // DB is the connection, pool or transaction this Store runs on.
 func (s *Store) DB() dbsqlc.DBTX { return s.db }
 
