@@ -96,6 +96,8 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 		}
 		log.Info("Uploads table", "table", cfg.Uploads.QualifiedTable(), "id", mapping.ID.Name, "key", mapping.Key.Name,
 			"status", mapping.Status.Name, "schema", cfg.Schema())
+		m.DB.Attach(metrics.NewStoreSource(st, cfg.R2Prefix), log) // fleet-wide gauges from the database
+		defer m.DB.Attach(nil, nil)
 		if advice, err := st.UploadIndexAdvice(gctx, mapping); err != nil {
 			log.Warn("Could not check the uploads table's indexes", "error", err)
 		} else {
