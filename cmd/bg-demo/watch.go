@@ -32,6 +32,9 @@ type killRecord struct {
 	takeoverAt time.Time
 	firstRunBy string
 	firstRunAt time.Time
+	// Jobs whose lock the restarted replica took inside a window the killed one had
+	// already claimed (--duration mode).
+	inClaimed []string
 }
 
 // printStatus prints SELECT * FROM bg_worker.worker_lock_holders and a line of counts.
@@ -128,11 +131,16 @@ func (d *demo) countBy(ctx context.Context, sql string) string {
 	for rows.Next() {
 		var k string
 		var n int64
-		if rows.Scan(&k, &n) == nil {
-			parts = append(parts, fmt.Sprintf("%d %s", n, k))
+		if err := rows.Scan(&k, &n); err != nil {
+			rows.Close()
+			return "? (" + err.Error() + ")"
 		}
+		parts = append(parts, fmt.Sprintf("%d %s", n, k))
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "? (" + err.Error() + ")"
+	}
 	if len(parts) == 0 {
 		return "none"
 	}
@@ -175,6 +183,19 @@ func (d *demo) killLeader(ctx context.Context) {
 		led, _ = pgx.CollectRows(rows, pgx.RowTo[string])
 	}
 	k := &killRecord{replica: worker, pid: p.pid, job: job, interval: time.Duration(intervalMS) * time.Millisecond}
+	// In --duration mode the killed replica is restarted at once, as a supervisor would
+	// restart it; killed just after a window opened (its leader has claimed it), the new
+	// process, which tries every lock as it starts rather than at the next boundary, takes
+	// the free locks inside windows its predecessor already claimed. The window claim in
+	// job_runs must keep it from running those windows again: the summary checks that
+	// every window ran exactly once.
+	restart := d.opts.duration > 0
+	if restart && k.interval <= 5*time.Second {
+		var now time.Time
+		if err := d.db.QueryRow(qctx, `SELECT clock_timestamp()`).Scan(&now); err == nil {
+			time.Sleep(now.Truncate(k.interval).Add(k.interval + 50*time.Millisecond).Sub(now))
+		}
+	}
 	p.kill()
 	k.at = time.Now()
 	d.mu.Lock()
@@ -182,11 +203,59 @@ func (d *demo) killLeader(ctx context.Context) {
 	d.mu.Unlock()
 	d.out.demo("KILL -9 %s (pid %d), leader of %s. Its sessions die with it, so PostgreSQL frees its locks at once; "+
 		"a standby takes %s at its next tick (interval %s)", worker, p.pid, strings.Join(led, ", "), job, k.interval)
+	if restart {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+		d.out.demo("RESTART %s at once, as a supervisor would: the new process tries every free lock as it starts, "+
+			"possibly inside a window the killed leader already claimed, which it must then leave alone (one run per window)", worker)
+		if err := d.startReplica(ctx, target); err != nil {
+			d.problem("restart %s after the kill: %v", worker, err)
+		} else {
+			d.watchers.Add(1)
+			go func() {
+				defer d.watchers.Done()
+				d.watchRestart(d.watchCtx, k)
+			}()
+		}
+	}
 	d.watchers.Add(1)
 	go func() {
 		defer d.watchers.Done()
 		d.watchTakeover(d.watchCtx, k)
 	}()
+}
+
+// watchRestart records, for a few seconds after the killed replica was restarted, the
+// jobs whose lock the new process took inside a window the killed leader had already
+// claimed: windows the claim must keep it from running again.
+func (d *demo) watchRestart(ctx context.Context, k *killRecord) {
+	end := time.Now().Add(5 * time.Second)
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		rows, err := d.db.Query(qctx, `SELECT j.name FROM bg_worker.worker_jobs j
+			WHERE j.holder_worker_id = $1 AND j.holder_since > $2
+			  AND EXISTS (SELECT 1 FROM bg_worker.job_runs r WHERE r.job = j.name AND r.trigger = 'schedule' AND r.started_at < $2
+			        AND r.tick_at = date_bin(make_interval(secs => j.interval_ms / 1000.0), j.holder_since, timestamptz '1970-01-01 00:00:00+00'))
+			ORDER BY j.name`, k.replica, k.at)
+		var jobs []string
+		if err == nil {
+			jobs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		cancel()
+		if err != nil {
+			continue
+		}
+		k.mu.Lock()
+		k.inClaimed = jobs
+		k.mu.Unlock()
+	}
 }
 
 // watchTakeover reports when another replica holds the killed leader's job and when its
@@ -202,15 +271,23 @@ func (d *demo) watchTakeover(ctx context.Context, k *killRecord) {
 		}
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if !tookOver {
+			// A new holder: a standby, or the killed replica's restarted process (a lock
+			// taken after the kill).
 			var w string
-			err := d.db.QueryRow(qctx, `SELECT coalesce(worker_id, '') FROM bg_worker.worker_lock_holders WHERE job = $1`, k.job).Scan(&w)
-			if err == nil && w != "" && w != k.replica {
+			var since *time.Time
+			err := d.db.QueryRow(qctx, `SELECT coalesce(worker_id, ''), held_since FROM bg_worker.worker_lock_holders WHERE job = $1`,
+				k.job).Scan(&w, &since)
+			if err == nil && w != "" && (w != k.replica || since != nil && since.After(k.at)) {
 				now := time.Now()
 				k.mu.Lock()
 				k.takeoverBy, k.takeoverAt = w, now
 				k.mu.Unlock()
 				tookOver = true
-				d.out.demo("TAKEOVER: %s holds the lock of %s (seen %s after %s was killed; polled every 100ms)", w, k.job,
+				who := w
+				if w == k.replica {
+					who = w + " (restarted)"
+				}
+				d.out.demo("TAKEOVER: %s holds the lock of %s (seen %s after %s was killed; polled every 100ms)", who, k.job,
 					now.Sub(k.at).Round(time.Millisecond), k.replica)
 			}
 		}
@@ -219,8 +296,8 @@ func (d *demo) watchTakeover(ctx context.Context, k *killRecord) {
 			var w string
 			var started time.Time
 			err := d.db.QueryRow(qctx, `SELECT id, worker_id, started_at FROM bg_worker.job_runs
-				WHERE job = $1 AND trigger = 'schedule' AND status <> 'skipped' AND started_at > $2 AND worker_id <> $3
-				ORDER BY id LIMIT 1`, k.job, k.at, k.replica).Scan(&id, &w, &started)
+				WHERE job = $1 AND trigger = 'schedule' AND status <> 'skipped' AND started_at > $2
+				ORDER BY id LIMIT 1`, k.job, k.at).Scan(&id, &w, &started)
 			if err == nil {
 				k.mu.Lock()
 				k.firstRunBy, k.firstRunAt = w, started
@@ -232,7 +309,8 @@ func (d *demo) watchTakeover(ctx context.Context, k *killRecord) {
 					abandoned, _ = pgx.CollectRows(rows, pgx.RowTo[int64])
 				}
 				if len(abandoned) > 0 {
-					note = fmt.Sprintf("; the killed leader's run %v was still marked running, so the new leader marked it abandoned and waited LOCK_TIMEOUT/2 (%s) first", abandoned, lockTimeout/2)
+					note = fmt.Sprintf("; the killed leader's run %v was still marked running, so the new leader marked it abandoned first "+
+						"(after waiting up to LOCK_TIMEOUT/2 = %s if the job has effects outside the database)", abandoned, lockTimeout/2)
 				}
 				cancel()
 				d.out.demo("FIRST RUN after the kill: run %d by %s started %s after the kill%s", id, w,
@@ -281,6 +359,7 @@ func (d *demo) summary() {
 		var status string
 		var n int64
 		if err := rows.Scan(&k.job, &k.worker, &status, &n); err != nil {
+			d.problem("read job_runs: %v", err)
 			break
 		}
 		if counts[k] == nil {
@@ -293,6 +372,9 @@ func (d *demo) summary() {
 		}
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		d.problem("read job_runs: %v", err)
+	}
 	sort.Slice(keys, func(i, j int) bool {
 		if keys[i].job != keys[j].job {
 			return keys[i].job < keys[j].job
@@ -315,26 +397,30 @@ func (d *demo) summary() {
 		lines = append(lines, table(append([]string{"job", "worker_id"}, statuses...), data)...)
 	}
 
-	var dup, overlap int64
-	_ = d.db.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM bg_worker.job_runs WHERE trigger = 'schedule'
-		GROUP BY job, tick_at HAVING count(*) > 1) x`).Scan(&dup)
-	// Guarantee 1: no two runs of one job overlap in time. Runs still marked running (a
-	// killed leader's, never taken over) have no end and are left out.
-	_ = d.db.QueryRow(ctx, `SELECT count(*) FROM bg_worker.job_runs a JOIN bg_worker.job_runs b ON a.job = b.job AND a.id < b.id
+	d.mu.Lock()
+	kills := append([]*killRecord(nil), d.kills...)
+	d.mu.Unlock()
+	// Guarantee 1: every window ran once (the window claim), and no two runs of one job
+	// overlapped in time (the lock and the fence).
+	lines = append(lines, d.checkWindows(ctx, kills)...)
+	// Runs still marked running (a killed leader's, never taken over) have no end and are
+	// left out, as are abandoned runs (their leader died or lost the lock).
+	var overlap int64
+	err = d.db.QueryRow(ctx, `SELECT count(*) FROM bg_worker.job_runs a JOIN bg_worker.job_runs b ON a.job = b.job AND a.id < b.id
 		WHERE a.status NOT IN ('skipped', 'abandoned', 'running') AND b.status NOT IN ('skipped', 'abandoned', 'running')
 		  AND tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)`).Scan(&overlap)
-	lines = append(lines,
-		fmt.Sprintf("  tick windows with more than one scheduled run: %d", dup),
-		fmt.Sprintf("  pairs of runs of one job that overlapped in time: %d", overlap),
-		"  "+d.uploadsLabel()+" now: "+d.countBy(ctx, d.shape.CountSQL()))
-	lines = append(lines, d.checkUploads(ctx, succeeded["sync-uploads"])...)
-	lines = append(lines, d.checkAppRelations(ctx)...)
-	if dup > 0 {
-		d.problem("%d tick windows had more than one scheduled run", dup)
+	if err != nil {
+		d.problem("count overlapping runs: %v", err)
+		lines = append(lines, fmt.Sprintf("  pairs of runs of one job that overlapped in time: ? (%v)", err))
+	} else {
+		lines = append(lines, fmt.Sprintf("  pairs of runs of one job that overlapped in time: %d", overlap))
 	}
 	if overlap > 0 {
 		d.problem("%d pairs of runs of one job overlapped in time", overlap)
 	}
+	lines = append(lines, "  "+d.uploadsLabel()+" now: "+d.countBy(ctx, d.shape.CountSQL()))
+	lines = append(lines, d.checkUploads(ctx, succeeded["sync-uploads"])...)
+	lines = append(lines, d.checkAppRelations(ctx)...)
 
 	var total int64
 	for _, n := range succeeded {
@@ -343,15 +429,21 @@ func (d *demo) summary() {
 	if total == 0 {
 		d.problem("no run succeeded (job_runs has no succeeded row)")
 	}
-	if jrows, err := d.db.Query(ctx, `SELECT name, interval_ms FROM bg_worker.worker_jobs ORDER BY name`); err == nil {
-		type job struct {
-			name string
-			ms   int64
-		}
-		jobs, _ := pgx.CollectRows(jrows, func(r pgx.CollectableRow) (job, error) {
+	type job struct {
+		name string
+		ms   int64
+	}
+	jrows, err := d.db.Query(ctx, `SELECT name, interval_ms FROM bg_worker.worker_jobs ORDER BY name`)
+	var jobs []job
+	if err == nil {
+		jobs, err = pgx.CollectRows(jrows, func(r pgx.CollectableRow) (job, error) {
 			var j job
 			return j, r.Scan(&j.name, &j.ms)
 		})
+	}
+	if err != nil {
+		d.problem("read worker_jobs: %v", err)
+	} else {
 		for _, j := range jobs {
 			iv := time.Duration(j.ms) * time.Millisecond
 			if d.opts.duration > 0 && 4*iv <= d.opts.duration && succeeded[j.name] < 2 {
@@ -360,11 +452,12 @@ func (d *demo) summary() {
 		}
 	}
 
-	d.mu.Lock()
-	kills := append([]*killRecord(nil), d.kills...)
-	d.mu.Unlock()
 	for _, k := range kills {
 		k.mu.Lock()
+		if len(k.inClaimed) > 0 {
+			lines = append(lines, fmt.Sprintf("  claim: %s, restarted after the kill, took the lock of %s inside a window %s had already claimed",
+				k.replica, strings.Join(k.inClaimed, ", "), k.replica))
+		}
 		watched := d.loopEnd.Sub(k.at)
 		switch {
 		case !k.takeoverAt.IsZero() && !k.firstRunAt.IsZero():
@@ -386,6 +479,117 @@ func (d *demo) summary() {
 		k.mu.Unlock()
 	}
 	d.out.demoBlock(lines)
+}
+
+// checkWindows checks, for every job, the windows from the first to the last one a
+// scheduled row claims: each must have exactly one (a run, whatever its outcome, or a
+// skipped window, claimed while the previous run went on). Two rows in a window is that
+// window run twice, which the window claim prevents, even when a new leader takes the
+// lock inside a window its predecessor claimed (the restart after a kill); no row is a
+// window nobody ran, allowed only where a leader was expected to be missing: from a kill
+// to one interval plus LOCK_TIMEOUT/2 later (a standby's next tick, and the wait of a
+// job with effects outside the database), and for three intervals after a failed run (a
+// leader gives up after failures and stands back two intervals). It returns the
+// summary's line and records what it finds as problems.
+func (d *demo) checkWindows(ctx context.Context, kills []*killRecord) []string {
+	type row struct {
+		job        string
+		intervalMS int64
+		tickAt     time.Time
+		status     string
+		worker     string
+		finished   *time.Time
+	}
+	rows, err := d.db.Query(ctx, `SELECT r.job, j.interval_ms, r.tick_at, r.status, r.worker_id, r.finished_at
+		FROM bg_worker.job_runs r JOIN bg_worker.worker_jobs j ON j.name = r.job
+		WHERE r.trigger = 'schedule' ORDER BY r.job, r.tick_at, r.id`)
+	var rs []row
+	if err == nil {
+		rs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			return x, r.Scan(&x.job, &x.intervalMS, &x.tickAt, &x.status, &x.worker, &x.finished)
+		})
+	}
+	if err != nil {
+		d.problem("read job_runs for the window check: %v", err)
+		return []string{fmt.Sprintf("  tick windows: ? (%v)", err)}
+	}
+	type jobWindows struct {
+		iv          time.Duration
+		first, last time.Time
+		rows        map[time.Time][]row
+		failedEnds  []time.Time
+	}
+	byJob := map[string]*jobWindows{}
+	var names []string
+	for _, r := range rs {
+		iv := time.Duration(r.intervalMS) * time.Millisecond
+		jw := byJob[r.job]
+		w := r.tickAt.Truncate(iv)
+		if jw == nil {
+			jw = &jobWindows{iv: iv, first: w, last: w, rows: map[time.Time][]row{}}
+			byJob[r.job] = jw
+			names = append(names, r.job)
+		}
+		jw.rows[w] = append(jw.rows[w], r)
+		if w.Before(jw.first) {
+			jw.first = w
+		}
+		if w.After(jw.last) {
+			jw.last = w
+		}
+		if r.status == "failed" && r.finished != nil {
+			jw.failedEnds = append(jw.failedEnds, *r.finished)
+		}
+	}
+	var windows, allowed int
+	var twice, missing []string
+	for _, name := range names {
+		jw := byJob[name]
+		gapOK := func(w time.Time) bool {
+			for _, k := range kills {
+				if !w.Before(k.at.Truncate(jw.iv)) && !w.After(k.at.Add(jw.iv+lockTimeout/2)) {
+					return true
+				}
+			}
+			for _, f := range jw.failedEnds {
+				if w.After(f) && !w.After(f.Add(3*jw.iv)) {
+					return true
+				}
+			}
+			return false
+		}
+		for w := jw.first; !w.After(jw.last); w = w.Add(jw.iv) {
+			windows++
+			switch in := jw.rows[w]; {
+			case len(in) > 1:
+				var by []string
+				for _, r := range in {
+					by = append(by, r.worker+" "+r.status)
+				}
+				twice = append(twice, fmt.Sprintf("%s %s (%s)", name, w.Local().Format("15:04:05.000"), strings.Join(by, ", ")))
+			case len(in) == 0 && gapOK(w):
+				allowed++
+			case len(in) == 0:
+				missing = append(missing, fmt.Sprintf("%s %s", name, w.Local().Format("15:04:05.000")))
+			}
+		}
+	}
+	line := fmt.Sprintf("  tick windows from each job's first to its last: %d over %d jobs; run more than once: %d; with no run and no skip: %d",
+		windows, len(names), len(twice), len(missing))
+	if allowed > 0 {
+		line += fmt.Sprintf(" (and %d around a kill or failed run, allowed)", allowed)
+	}
+	if len(twice) > 0 {
+		d.problem("%d tick windows ran more than once: %s", len(twice), strings.Join(twice[:min(len(twice), 5)], "; "))
+	}
+	if len(missing) > 0 {
+		d.problem("%d tick windows have no run and no skipped row: %s", len(missing), strings.Join(missing[:min(len(missing), 5)], "; "))
+	}
+	if windows == 0 {
+		d.problem("no scheduled run recorded")
+	}
+	return []string{line}
 }
 
 // checkUploads compares the seeded rows' statuses, in the shape's own values, with what

@@ -3,8 +3,11 @@ package scheduler_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -218,14 +221,97 @@ func TestShutdownLetsRunningJobFinish(t *testing.T) {
 	}
 }
 
-// Three schedulers on one database, 200ms windows: every run has its own window, at most
-// one run per window, and runs of the job never overlap.
+// checkRuns asserts the two things the window claim and the lock guarantee for job's
+// scheduled runs, as recorded in job_runs:
+//
+//   - no two runs that were not abandoned overlap in time (started_at … finished_at; a
+//     run still running overlaps everything that started after it);
+//   - every window of interval from the first to the last one recorded has exactly one
+//     scheduled row: a run, or a skipped window. Two rows in a window is a second run of
+//     that window; none is a window nobody ran, an error unless gapOK (nil: none) allows
+//     it for that window's start (a takeover may cost a window).
+//
+// It returns the number of windows checked.
+func checkRuns(t *testing.T, st *store.Store, job string, interval time.Duration, gapOK func(time.Time) bool) int {
+	t.Helper()
+	rs := runs(t, st, job) // newest first
+	slices.Reverse(rs)
+	// Overlap: in start order, each run must start after every earlier non-abandoned run
+	// ended.
+	sorted := slices.Clone(rs)
+	slices.SortStableFunc(sorted, func(a, b store.JobRun) int { return a.StartedAt.Compare(b.StartedAt) })
+	var last *store.JobRun // the earlier non-abandoned run that ends last
+	for i := range sorted {
+		r := &sorted[i]
+		if r.Status == store.StatusSkipped || r.Status == store.StatusAbandoned {
+			continue
+		}
+		if last != nil && (last.FinishedAt == nil || r.StartedAt.Before(*last.FinishedAt)) {
+			t.Errorf("%s: run %d (%s, %s) started at %s, before run %d (%s, %s) ended at %v", job, r.ID, r.WorkerID, r.Status,
+				r.StartedAt.Format("15:04:05.000"), last.ID, last.WorkerID, last.Status, fmtEnd(last.FinishedAt))
+		}
+		if last == nil || last.FinishedAt != nil && (r.FinishedAt == nil || r.FinishedAt.After(*last.FinishedAt)) {
+			last = r
+		}
+	}
+	// Coverage of the windows.
+	byWindow := map[int64][]store.JobRun{}
+	first, end := int64(-1), int64(-1)
+	for _, r := range rs {
+		if r.Trigger != store.TriggerSchedule {
+			continue
+		}
+		w := r.TickAt.UnixMilli() / interval.Milliseconds()
+		byWindow[w] = append(byWindow[w], r)
+		if first < 0 || w < first {
+			first = w
+		}
+		end = max(end, w)
+	}
+	if first < 0 {
+		t.Errorf("%s: no scheduled run recorded", job)
+		return 0
+	}
+	for w := first; w <= end; w++ {
+		start := time.UnixMilli(w * interval.Milliseconds())
+		at := start.Format("15:04:05.000")
+		switch in := byWindow[w]; len(in) {
+		case 1:
+		case 0:
+			if gapOK != nil && gapOK(start) {
+				continue
+			}
+			t.Errorf("%s: window %s has no run and no skipped row", job, at)
+		default:
+			var desc []string
+			for _, r := range in {
+				desc = append(desc, fmt.Sprintf("run %d by %s (%s)", r.ID, r.WorkerID, r.Status))
+			}
+			t.Errorf("%s: window %s ran %d times: %s", job, at, len(in), strings.Join(desc, ", "))
+		}
+	}
+	return int(end - first + 1)
+}
+
+func fmtEnd(at *time.Time) string {
+	if at == nil {
+		return "never (still running)"
+	}
+	return at.Format("15:04:05.000")
+}
+
+// Three schedulers on one database, 200ms windows, and the leader replaced three times
+// right after it claimed a window (stopped; a fresh scheduler, which tries the lock at
+// once, takes it inside that window): every window has exactly one run (or skip), the
+// replacement does not run the window its predecessor claimed, and runs of the job never
+// overlap.
 func TestOncePerTickAcrossSchedulers(t *testing.T) {
 	t.Parallel()
+	const interval = 200 * time.Millisecond
 	url := testenv.DatabaseURL(t)
 	st := openStore(t, url)
 	var inFlight, maxInFlight atomic.Int32
-	job := jobs.Job{Name: "tick", Interval: 200 * time.Millisecond, Run: func(ctx context.Context, r jobs.Run) error {
+	job := jobs.Job{Name: "tick", Interval: interval, Run: func(ctx context.Context, r jobs.Run) error {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for {
@@ -237,17 +323,62 @@ func TestOncePerTickAcrossSchedulers(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		return nil
 	}}
+	reps := map[string]*replica{}
 	for _, w := range []string{"w1", "w2", "w3"} {
-		start(t, url, w, []jobs.Job{job}, nil)
+		reps[w] = start(t, url, w, []jobs.Job{job}, nil)
+	}
+	waitFor(t, 30*time.Second, "5 runs", func() bool { return countStatus(runs(t, st, "tick"), store.StatusSucceeded) >= 5 })
+	sameWindow := 0
+	var replaced []time.Time // when a leader was stopped
+	for i := range 3 {
+		// Right after the leader claimed a window: a new run just appeared.
+		newest := runs(t, st, "tick")[0].ID
+		var leader store.JobRun
+		waitFor(t, 5*time.Second, "a new run", func() bool {
+			leader = runs(t, st, "tick")[0]
+			return leader.ID > newest
+		})
+		replaced = append(replaced, time.Now())
+		if err := reps[leader.WorkerID].stop(t); err != nil {
+			t.Fatal(err)
+		}
+		delete(reps, leader.WorkerID)
+		id := fmt.Sprintf("w%d", 4+i)
+		reps[id] = start(t, url, id, []jobs.Job{job}, nil)
+		var h store.LockHolder
+		waitFor(t, 5*time.Second, "a new leader", func() bool {
+			hs, err := st.LockHolders(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(hs) == 1 && hs[0].WorkerID != leader.WorkerID {
+				h = hs[0]
+				return true
+			}
+			return false
+		})
+		if h.HeldSince != nil && h.HeldSince.UnixMilli()/interval.Milliseconds() == leader.TickAt.UnixMilli()/interval.Milliseconds() {
+			sameWindow++
+		}
 	}
 	waitFor(t, 30*time.Second, "20 runs", func() bool { return countStatus(runs(t, st, "tick"), store.StatusSucceeded) >= 20 })
-	rs := runs(t, st, "tick")
-	seen := map[time.Time]bool{}
-	for _, r := range rs {
-		if seen[r.TickAt] {
-			t.Errorf("two runs in window %s", r.TickAt)
+	for _, r := range reps {
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
 		}
-		seen[r.TickAt] = true
+	}
+	// A replacement may cost the window after the stop, on a loaded machine.
+	windows := checkRuns(t, st, "tick", interval, func(w time.Time) bool {
+		for _, at := range replaced {
+			if !w.Before(at.Truncate(interval)) && !w.After(at.Add(interval)) {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("%d windows; %d of 3 new leaders took the lock inside the window their predecessor had claimed", windows, sameWindow)
+	if sameWindow == 0 {
+		t.Errorf("no new leader took the lock inside its predecessor's window: the claim was not exercised")
 	}
 	if maxInFlight.Load() != 1 {
 		t.Errorf("max concurrent runs %d, want 1", maxInFlight.Load())
@@ -255,63 +386,111 @@ func TestOncePerTickAcrossSchedulers(t *testing.T) {
 }
 
 // A job slower than its interval never overlaps itself; overlapped windows are recorded
-// as skipped.
+// as skipped, so every window still has exactly one row.
 func TestSlowJobWindowsSkipped(t *testing.T) {
 	t.Parallel()
+	const interval = 200 * time.Millisecond
 	url := testenv.DatabaseURL(t)
 	st := openStore(t, url)
-	job := jobs.Job{Name: "slow", Interval: 200 * time.Millisecond, Run: func(ctx context.Context, r jobs.Run) error {
+	job := jobs.Job{Name: "slow", Interval: interval, Run: func(ctx context.Context, r jobs.Run) error {
 		select {
 		case <-time.After(500 * time.Millisecond):
 		case <-ctx.Done():
 		}
 		return nil
 	}}
-	start(t, url, "w1", []jobs.Job{job}, nil)
-	waitFor(t, 30*time.Second, "3 runs and 3 skipped windows", func() bool {
-		rs := runs(t, st, "slow")
-		return countStatus(rs, store.StatusSucceeded) >= 3 && countStatus(rs, store.StatusSkipped) >= 3
-	})
-	var prevEnd *time.Time
-	rs := runs(t, st, "slow")
-	for i := len(rs) - 1; i >= 0; i-- {
-		r := rs[i]
-		if r.Status != store.StatusSucceeded {
-			continue
-		}
-		if prevEnd != nil && r.StartedAt.Before(*prevEnd) {
-			t.Errorf("run %d started at %s before the previous ended at %s", r.ID, r.StartedAt, *prevEnd)
-		}
-		prevEnd = r.FinishedAt
+	rep := start(t, url, "w1", []jobs.Job{job}, nil)
+	waitFor(t, 30*time.Second, "3 runs", func() bool { return countStatus(runs(t, st, "slow"), store.StatusSucceeded) >= 3 })
+	if err := rep.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkRuns(t, st, "slow", interval, nil)
+	if n := countStatus(runs(t, st, "slow"), store.StatusSkipped); n < 2 {
+		t.Errorf("%d skipped windows recorded for 3 runs of 2.5 windows each, want at least 2", n)
 	}
 }
 
-// A leader whose runs keep failing gives its lock up after MaxFailures; a healthy
-// replica takes over and succeeds.
+// A leader whose runs keep failing gives its lock up after MaxFailures and stands back
+// for two intervals: alone, it is seen holding no lock after its second failure and
+// runs nothing during the cooldown; with a healthy replica up, that one takes over, and
+// the failing one runs no more.
 func TestFailingLeaderStepsDown(t *testing.T) {
 	t.Parallel()
+	const interval = 200 * time.Millisecond
+	const maxFailures = 2
 	url := testenv.DatabaseURL(t)
 	st := openStore(t, url)
 	mk := func(fail bool) jobs.Job {
-		return jobs.Job{Name: "flaky", Interval: 200 * time.Millisecond, Run: func(ctx context.Context, r jobs.Run) error {
+		return jobs.Job{Name: "flaky", Interval: interval, Run: func(ctx context.Context, r jobs.Run) error {
 			if fail {
 				return errors.New("local fault")
 			}
 			return nil
 		}}
 	}
-	start(t, url, "bad", []jobs.Job{mk(true)}, func(o *scheduler.Options) { o.MaxFailures = 2 })
-	waitFor(t, 15*time.Second, "the bad replica leads and fails", func() bool {
-		return countStatus(runs(t, st, "flaky"), store.StatusFailed) >= 1
+	held := func() string {
+		hs, err := st.LockHolders(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			if h.Job == "flaky" {
+				return h.WorkerID
+			}
+		}
+		return ""
+	}
+	start(t, url, "bad", []jobs.Job{mk(true)}, func(o *scheduler.Options) { o.MaxFailures = maxFailures })
+	// Alone: after its maxFailures-th failure the lock is free (nobody else could have
+	// taken it), and the next run comes only after the cooldown.
+	waitFor(t, 15*time.Second, "the bad replica leads and fails twice", func() bool {
+		return countStatus(runs(t, st, "flaky"), store.StatusFailed) >= maxFailures
 	})
+	waitFor(t, 10*time.Second, "the bad replica gives the lock up", func() bool { return held() == "" })
+	waitFor(t, 15*time.Second, "the bad replica leads again after its cooldown and fails twice more", func() bool {
+		return countStatus(runs(t, st, "flaky"), store.StatusFailed) >= 2*maxFailures
+	})
+	rs := runs(t, st, "flaky")
+	slices.Reverse(rs)
+	for i := 0; i+1 < len(rs); i++ {
+		if rs[i].Status != store.StatusFailed {
+			t.Fatalf("run %d by %s: %s, want failed", rs[i].ID, rs[i].WorkerID, rs[i].Status)
+		}
+		gap := rs[i+1].StartedAt.Sub(*rs[i].FinishedAt)
+		// The cooldown starts when the run's end is handled (after finished_at) and lasts
+		// two intervals; the next run waits for the first boundary after it.
+		if (i+1)%maxFailures == 0 && gap < 2*interval-10*time.Millisecond {
+			t.Errorf("run %d started %s after failure %d (run %d) ended; want the leader to stand back %s",
+				rs[i+1].ID, gap, i+1, rs[i].ID, 2*interval)
+		}
+	}
+
+	// With a healthy replica: it takes over at the bad one's next step-down and keeps the
+	// lock; the bad one runs no more.
 	start(t, url, "good", []jobs.Job{mk(false)}, nil)
 	waitFor(t, 20*time.Second, "the good replica takes over", func() bool {
-		return countStatus(runs(t, st, "flaky"), store.StatusSucceeded) >= 1
+		return countStatus(runs(t, st, "flaky"), store.StatusSucceeded) >= 3
 	})
-	for _, r := range runs(t, st, "flaky") {
-		if r.Status == store.StatusSucceeded && r.WorkerID != "good" {
-			t.Errorf("success by %s", r.WorkerID)
+	if w := held(); w != "good" {
+		t.Errorf("lock held by %q after the good replica's runs, want good", w)
+	}
+	rs = runs(t, st, "flaky")
+	slices.Reverse(rs)
+	var firstGood *store.JobRun
+	for i, r := range rs {
+		switch {
+		case r.WorkerID == "good" && r.Status != store.StatusSucceeded:
+			t.Errorf("run %d by good: %s", r.ID, r.Status)
+		case r.WorkerID == "bad" && r.Status != store.StatusFailed:
+			t.Errorf("run %d by bad: %s", r.ID, r.Status)
+		case r.WorkerID == "good" && firstGood == nil:
+			firstGood = &rs[i]
+		case r.WorkerID == "bad" && firstGood != nil:
+			t.Errorf("run %d by bad after the good replica took over (run %d)", r.ID, firstGood.ID)
 		}
+	}
+	if bad := len(rs) - countStatus(rs, store.StatusSucceeded); bad%maxFailures != 0 {
+		t.Errorf("the bad replica ran %d times before giving the lock up; want a multiple of %d", bad, maxFailures)
 	}
 }
 
