@@ -75,6 +75,24 @@ type Config struct {
 	SentryEnvironment string
 }
 
+// Every default, defined once: Defaults applies them, and code that needs one (the jobs,
+// the scheduler's tests, the deploy checks) reads the Config, never a copy.
+const (
+	DefaultR2Region            = "auto"
+	DefaultInterval            = 5 * time.Second
+	DefaultHTTPAddr            = ":8081"
+	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultLeaderMaxFailures   = 3
+	DefaultLockHeartbeat       = time.Second
+	DefaultLockTimeout         = 10 * time.Second
+	DefaultSyncConcurrency     = 32
+	DefaultSyncPendingTTL      = 24 * time.Hour
+	DefaultSyncMaxBackoff      = 5 * time.Minute
+	DefaultOrphanScanInterval  = time.Hour
+	DefaultOrphanMinAge        = 24 * time.Hour
+	DefaultRunHistoryRetention = 168 * time.Hour
+)
+
 // Defaults returns the configuration with every default filled in.
 func Defaults() Config {
 	host, _ := os.Hostname()
@@ -82,22 +100,22 @@ func Defaults() Config {
 		host = "bg-worker"
 	}
 	return Config{
-		R2Region:            "auto",
-		Interval:            5000 * time.Millisecond,
+		R2Region:            DefaultR2Region,
+		Interval:            DefaultInterval,
 		WorkerID:            fmt.Sprintf("%s-%d", host, os.Getpid()),
-		HTTPAddr:            ":8081",
+		HTTPAddr:            DefaultHTTPAddr,
 		LogFormat:           "text",
 		LogLevel:            "info",
-		ShutdownTimeout:     30 * time.Second,
-		LeaderMaxFailures:   3,
-		LockHeartbeat:       time.Second,
-		LockTimeout:         10 * time.Second,
-		SyncConcurrency:     32,
-		SyncPendingTTL:      24 * time.Hour,
-		SyncMaxBackoff:      5 * time.Minute,
-		OrphanScanInterval:  time.Hour,
-		OrphanMinAge:        24 * time.Hour,
-		RunHistoryRetention: 168 * time.Hour,
+		ShutdownTimeout:     DefaultShutdownTimeout,
+		LeaderMaxFailures:   DefaultLeaderMaxFailures,
+		LockHeartbeat:       DefaultLockHeartbeat,
+		LockTimeout:         DefaultLockTimeout,
+		SyncConcurrency:     DefaultSyncConcurrency,
+		SyncPendingTTL:      DefaultSyncPendingTTL,
+		SyncMaxBackoff:      DefaultSyncMaxBackoff,
+		OrphanScanInterval:  DefaultOrphanScanInterval,
+		OrphanMinAge:        DefaultOrphanMinAge,
+		RunHistoryRetention: DefaultRunHistoryRetention,
 		DatabaseSchema:      DefaultSchema,
 		Uploads:             DefaultUploads(),
 	}

@@ -35,9 +35,6 @@ type scanOrphans struct {
 func newScanOrphans(d Deps) Job {
 	s := newScanOrphansJob(d)
 	interval := d.Config.OrphanScanInterval
-	if interval <= 0 {
-		interval = time.Hour
-	}
 	var sched schedule.Schedule
 	if d.Config.OrphanScanSchedule != nil { // ORPHAN_SCAN_SCHEDULE as a cron expression
 		sched = d.Config.OrphanScanSchedule
@@ -57,9 +54,6 @@ func newScanOrphans(d Deps) Job {
 
 func newScanOrphansJob(d Deps) *scanOrphans {
 	minAge := d.Config.OrphanMinAge
-	if minAge <= 0 {
-		minAge = 24 * time.Hour
-	}
 	return &scanOrphans{bucket: d.Bucket, prefix: d.Config.R2Prefix, minAge: minAge,
 		delete: d.Config.OrphanDelete, maxBatch: bucket.MaxDeleteKeys}
 }

@@ -91,23 +91,10 @@ func newSyncUploads(d Deps) Job {
 }
 
 func newSyncUploadsJob(d Deps) *syncUploads {
+	// The values come validated from config.Load (or config.Defaults): no defaults here.
 	c := d.Config
-	tick := c.Interval
-	if tick <= 0 {
-		tick = 5 * time.Second
-	}
-	maxBackoff := c.SyncMaxBackoff
-	if maxBackoff < tick {
-		maxBackoff = tick
-	}
-	conc := c.SyncConcurrency
-	if conc <= 0 {
-		conc = bucket.DefaultMaxConcurrency
-	}
-	ttl := c.SyncPendingTTL
-	if ttl <= 0 {
-		ttl = 24 * time.Hour
-	}
+	tick, conc, ttl := c.Interval, c.SyncConcurrency, c.SyncPendingTTL
+	maxBackoff := max(c.SyncMaxBackoff, tick)
 	return &syncUploads{
 		bucket: d.Bucket, metrics: d.Metrics, prefix: c.R2Prefix,
 		concurrency: conc, ttl: ttl, backoff: store.Backoff{Tick: tick, Max: maxBackoff},

@@ -60,6 +60,9 @@ func (l *leader) loop(ctx context.Context) {
 		case <-leaseDone:
 			l.log.Warn("Lost lock; no longer leading", "error", l.lease.Err())
 			l.lease = nil
+			// Stand back one interval: the replica whose session just failed should not
+			// race the standbys for the lock at the very next boundary.
+			l.cooldownUntil = time.Now().Add(l.job.Interval)
 			obs.Leading(l.job.Name, false)
 			if l.cur != nil {
 				l.cur.cancel(lock.ErrLockLost)

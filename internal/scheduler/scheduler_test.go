@@ -367,10 +367,11 @@ func TestOncePerTickAcrossSchedulers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A replacement may cost the window after the stop, on a loaded machine.
+	// A replacement may cost the windows while the old leader stops and the new one
+	// starts (a few intervals on a loaded 2-core machine); nothing else may be missed.
 	windows := checkRuns(t, st, "tick", interval, func(w time.Time) bool {
 		for _, at := range replaced {
-			if !w.Before(at.Truncate(interval)) && !w.After(at.Add(interval)) {
+			if !w.Before(at.Truncate(interval)) && !w.After(at.Add(3*interval)) {
 				return true
 			}
 		}
