@@ -113,7 +113,9 @@ func onceHere(ctx context.Context, st *store.Store, log *slog.Logger, cfg config
 		return err
 	}
 	log.Info("No replica holds the lock; running here", "run_id", claim.RunID)
-	runCtx, cancel := scheduler.WithLease(ctx, lease)
+	reporter := newSentry(cfg, log)
+	defer reporter.Flush()
+	runCtx, cancel := scheduler.WithLease(scheduler.WithHooks(ctx, reporter.Hooks()...), lease)
 	defer cancel(nil)
 	status, jobErr := scheduler.RunJob(runCtx, st, log, job, sess.Key(), lease.PID, claim, store.TriggerManual)
 	_ = sess.Release(context.WithoutCancel(ctx))

@@ -30,6 +30,8 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 	if err != nil {
 		return err
 	}
+	reporter := newSentry(cfg, log) // nil without SENTRY_DSN
+	defer reporter.Flush()
 	m := metrics.New()
 	deps, err := newDeps(cfg, log, m)
 	if err != nil {
@@ -112,6 +114,7 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 			WorkerID: cfg.WorkerID, ConnConfig: connCfg, Store: st, Logger: log,
 			Lock:            lock.Options{Heartbeat: cfg.LockHeartbeat, Timeout: cfg.LockTimeout},
 			ShutdownTimeout: cfg.ShutdownTimeout, MaxFailures: cfg.LeaderMaxFailures, Observer: m,
+			Hooks: reporter.Hooks(),
 		}, selected)
 		if err != nil {
 			return err

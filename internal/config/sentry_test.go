@@ -46,7 +46,7 @@ func TestSentryConfigBadDSN(t *testing.T) {
 	t.Parallel()
 	const pub, sec = "PUBKEY0123456789abcdef", "SECRETKEYfedcba9876"
 	for _, dsn := range []string{
-		"ftp://" + pub + "@o1.ingest.sentry.io/1",               // scheme
+		"ftp://" + pub + "@o1.ingest.sentry.io/1",                // scheme
 		"https://o1.ingest.sentry.io/1",                          // no key
 		"https://" + pub + "@/1",                                 // no host
 		"https://" + pub + "@o1.ingest.sentry.io",                // no project
