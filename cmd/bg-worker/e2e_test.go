@@ -88,21 +88,8 @@ func (p *proc) checkRunning(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a replica's output.
+type syncBuffer = testenv.LogBuffer
 
 // e2eEnv is the environment every replica gets; tests override entries.
 func e2eEnv(url string) map[string]string {
@@ -213,13 +200,7 @@ func loadRuns(t *testing.T, db *pgxpool.Pool, job string) []runRow {
 
 func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testenv.Poll(t, within, what, cond)
 }
 
 func dbNow(t *testing.T, db *pgxpool.Pool) time.Time {

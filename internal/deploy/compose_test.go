@@ -19,24 +19,10 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/bg-worker/bg-worker/internal/config"
+	"github.com/bg-worker/bg-worker/internal/testenv"
 )
 
-// repoRoot is the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatalf("no go.mod above %s", wd)
-		}
-	}
-}
+func repoRoot(t *testing.T) string { return testenv.RepoRoot(t) }
 
 // configVars is every variable internal/config reads: Load asks for each one.
 func configVars() []string {

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -302,16 +303,16 @@ func (p *Proxy) Stats() Stats {
 		Requests:    p.requests,
 		Connections: p.conns,
 		Faults:      p.faults,
-		ByMethod:    make(map[string]int64, len(p.byMethod)),
-		ByFault:     make(map[string]int64, len(p.byFault)),
+		ByMethod:    maps.Clone(p.byMethod),
+		ByFault:     maps.Clone(p.byFault),
 		InFlight:    p.inFlight.Load(),
 		MaxInFlight: p.maxIn,
 	}
-	for k, v := range p.byMethod {
-		s.ByMethod[k] = v
+	if s.ByMethod == nil {
+		s.ByMethod = map[string]int64{}
 	}
-	for k, v := range p.byFault {
-		s.ByFault[k] = v
+	if s.ByFault == nil {
+		s.ByFault = map[string]int64{}
 	}
 	return s
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bg-worker/bg-worker/internal/bucket"
 	"github.com/bg-worker/bg-worker/internal/faultproxy"
+	"github.com/bg-worker/bg-worker/internal/testenv"
 )
 
 func start(t *testing.T, cfg faultproxy.Config) *faultproxy.Proxy {
@@ -55,16 +56,10 @@ func do(t *testing.T, c *http.Client, method, url string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Poll(t, 10*time.Second, what, cond)
 }
 
 func TestStartValidates(t *testing.T) {

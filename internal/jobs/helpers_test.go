@@ -1,12 +1,12 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -469,35 +469,8 @@ func (c *stmtCounter) Total() int64 { return c.total.Load() }
 func (c *stmtCounter) By() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]int64, len(c.by))
-	for k, v := range c.by {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.by)
 }
 
 // logBuffer is a goroutine-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
-}
-
-func (b *logBuffer) From(off int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()[off:]
-}
-
-func (b *logBuffer) String() string { return b.From(0) }
+type logBuffer = testenv.LogBuffer

@@ -40,17 +40,10 @@ func acquire(t *testing.T, s *lock.Session) *lock.Lease {
 	return l
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or within passes.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
+	return testenv.Poll(t, within, what, cond)
 }
 
 // Every replica of every release must derive the same key from a job's name: a key that

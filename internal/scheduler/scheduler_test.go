@@ -93,13 +93,7 @@ func runs(t *testing.T, st *store.Store, job string) []store.JobRun {
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Poll(t, within, what, cond)
 }
 
 func countStatus(rs []store.JobRun, status string) int {
