@@ -115,7 +115,10 @@ func onceHere(ctx context.Context, st *store.Store, log *slog.Logger, cfg config
 	log.Info("No replica holds the lock; running here", "run_id", claim.RunID)
 	reporter := newSentry(cfg, log)
 	defer reporter.Flush()
-	runCtx, cancel := scheduler.WithLease(scheduler.WithHooks(ctx, reporter.Hooks()...), lease)
+	// The job's timeout applies to a manual run too (JOB_TIMEOUTS), as on the scheduler.
+	tctx, cancelTimeout := context.WithTimeoutCause(ctx, job.EffectiveTimeout(), &scheduler.TimeoutError{Timeout: job.EffectiveTimeout()})
+	defer cancelTimeout()
+	runCtx, cancel := scheduler.WithLease(scheduler.WithHooks(tctx, reporter.Hooks()...), lease)
 	defer cancel(nil)
 	status, jobErr := scheduler.RunJob(runCtx, st, log, job, sess.Key(), lease.PID, claim, store.TriggerManual)
 	_ = sess.Release(context.WithoutCancel(ctx))

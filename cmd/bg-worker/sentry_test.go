@@ -110,7 +110,7 @@ func TestSentryE2EFailedRunEventAndCheckIns(t *testing.T) {
 	}
 }
 
-// `once` reports a cancelled manual run (flushed before it exits) and sends no check-in: a
+// `once` reports a failed manual run (flushed before it exits) and sends no check-in: a
 // manual run is not the schedule.
 func TestSentryE2EOnceReportsWithoutCheckIns(t *testing.T) {
 	t.Parallel()
@@ -118,20 +118,21 @@ func TestSentryE2EOnceReportsWithoutCheckIns(t *testing.T) {
 	e2eDB(t, url)
 	srv := sentrytest.New(t)
 	env := sentryEnv(url, srv)
-	// once applies no job timeout of its own: its --timeout cancels the 5s run.
-	cmd := exec.Command(e2eBinary(t), "once", "e2e-slow", "--timeout", "3s")
+	// The job's timeout (JOB_TIMEOUTS e2e-slow=1s) applies to a manual run as well: the
+	// 5 s run fails at 1 s, well before once's own --timeout.
+	cmd := exec.Command(e2eBinary(t), "once", "e2e-slow", "--timeout", "30s")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "WORKER_ID=sentry-once"}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitTimeout {
-		t.Fatalf("once: %v, want exit 3 (the run is cancelled at --timeout)\n%s", err, out)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitFailed || !strings.Contains(string(out), "timeout:") {
+		t.Fatalf("once: %v, want exit 1 with the job's timeout\n%s", err, out)
 	}
 	// Flushed before exit: the event is there already.
 	evs := srv.Events()
-	if len(evs) != 1 || evs[0].Tags["trigger"] != "manual" || evs[0].Tags["worker_id"] != "sentry-once" || evs[0].Tags["status"] != "cancelled" {
+	if len(evs) != 1 || evs[0].Tags["trigger"] != "manual" || evs[0].Tags["worker_id"] != "sentry-once" || evs[0].Tags["status"] != "failed" {
 		t.Fatalf("events %+v, want one for the manual run\n%s", evs, out)
 	}
 	if n := len(srv.CheckIns()); n != 0 {

@@ -243,6 +243,14 @@ func (l *leader) giveUpOverdue(ctx context.Context) bool {
 		l.log.Warn("Could not record the run given up", "run_id", a.id, "error", err)
 	}
 	a.givenUp.Store(true)
+	info := RunInfo{Job: l.job.Name, RunID: a.id, TickAt: a.tickAt, Trigger: store.TriggerSchedule, Interval: l.job.Interval,
+		Timeout: l.job.EffectiveTimeout()}
+	if a.manual != nil {
+		info.Trigger = store.TriggerManual
+	}
+	for _, h := range l.s.opts.Hooks {
+		h.RunEnded(info, store.StatusFailed, fmt.Errorf("%w; the job ignored cancellation and was given up", &TimeoutError{Timeout: l.job.EffectiveTimeout()}))
+	}
 	l.s.opts.Observer.RunFinished(l.job.Name, StatusTimeout, l.job.EffectiveTimeout()+l.sess.Options().ClientBound())
 	if a.manual != nil {
 		l.s.notifyDone(ctx, a.manual.RequestID)
@@ -301,7 +309,7 @@ func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, r
 	runCtx, cancel := WithLease(WithHooks(context.WithoutCancel(ctx), l.s.opts.Hooks...), lease)
 	timeout := l.job.EffectiveTimeout()
 	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, timeout, &TimeoutError{Timeout: timeout})
-	a := &activeRun{id: claim.RunID, cancel: cancel, done: make(chan struct{}), manual: req,
+	a := &activeRun{id: claim.RunID, tickAt: claim.TickAt, cancel: cancel, done: make(chan struct{}), manual: req,
 		giveUpAt: time.Now().Add(timeout + l.sess.Options().ClientBound())}
 	l.cur = a
 	key := l.sess.Key()

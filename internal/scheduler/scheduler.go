@@ -289,6 +289,7 @@ func (r *run) CheckLock(ctx context.Context) error {
 // activeRun is a run in progress.
 type activeRun struct {
 	id     int64
+	tickAt time.Time
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 	status string // set before done closes
