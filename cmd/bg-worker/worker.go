@@ -98,6 +98,9 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 		}
 		log.Info("Uploads table", "table", cfg.Uploads.QualifiedTable(), "id", mapping.ID.Name, "key", mapping.Key.Name,
 			"status", mapping.Status.Name, "schema", cfg.Schema())
+		for _, j := range registry(deps) { // calendar schedules for bgworker_next_tick_timestamp_seconds
+			m.DB.SetSchedule(j.Name, j.Windows())
+		}
 		m.DB.Attach(metrics.NewStoreSource(st, cfg.R2Prefix), log) // fleet-wide gauges from the database
 		defer m.DB.Attach(nil, nil)
 		if advice, err := st.UploadIndexAdvice(gctx, mapping); err != nil {

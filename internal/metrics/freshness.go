@@ -60,6 +60,12 @@ type DBSource interface {
 	Uploads(ctx context.Context) (UploadsState, error)
 }
 
+// Windows gives a job's tick windows (internal/schedule.Schedule satisfies it): Window
+// returns the window containing t and the next one's start.
+type Windows interface {
+	Window(t time.Time) (start, next time.Time)
+}
+
 // DBCollector reports, on every replica alike, what the database says about the fleet:
 // each job's last success, next tick window, leader and runs in progress, and the
 // uploads backlog. A scrape of any replica (leader or standby) answers the same.
@@ -77,6 +83,9 @@ type DBCollector struct {
 	mu    sync.Mutex // held while a query set runs
 	cache dbSnapshot
 	log   *slog.Logger
+	// schedules are the jobs' windows as this binary configures them (calendar schedules);
+	// a job without one has windows of its recorded interval.
+	schedules map[string]Windows
 	// failing is the query sets whose last run failed (for logging changes only).
 	failing map[string]bool
 
@@ -110,7 +119,7 @@ func NewDBCollector(timeout, ttl time.Duration) *DBCollector {
 		lastSuccess: prometheus.NewDesc("bgworker_last_success_timestamp_seconds",
 			"When the job's newest succeeded run finished, Unix time (from the database, on every replica; absent while the run history has none).", job, nil),
 		nextTick: prometheus.NewDesc("bgworker_next_tick_timestamp_seconds",
-			"Start of the job's next tick window on the database clock, Unix time (from the database, on every replica).", job, nil),
+			"Start of the job's next tick window (its interval's next multiple, or its calendar schedule's next instant) on the database clock, Unix time (from the database, on every replica).", job, nil),
 		leader: prometheus.NewDesc("bgworker_leader",
 			"1 for the replica (worker_id) that holds the job's lock (from the database, on every replica; absent while nobody leads the job).", []string{"job", "worker_id"}, nil),
 		paused: prometheus.NewDesc("bgworker_job_paused",
@@ -149,6 +158,24 @@ func (c *DBCollector) Attach(src DBSource, log *slog.Logger) {
 	c.cache = dbSnapshot{}
 }
 
+// SetSchedule gives job's windows for bgworker_next_tick_timestamp_seconds (a calendar
+// schedule's next instant); without it the next tick is the next multiple of the job's
+// recorded interval on the database clock.
+func (c *DBCollector) SetSchedule(job string, w Windows) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.schedules == nil {
+		c.schedules = map[string]Windows{}
+	}
+	c.schedules[job] = w
+}
+
+func (c *DBCollector) schedule(job string) Windows {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.schedules[job]
+}
+
 // Describe implements prometheus.Collector.
 func (c *DBCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.interval, c.lastSuccess, c.nextTick, c.leader, c.running, c.paused, c.pending, c.due, c.up} {
@@ -171,7 +198,11 @@ func (c *DBCollector) Collect(ch chan<- prometheus.Metric) {
 			if !j.LastSuccess.IsZero() {
 				ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, unixSeconds(j.LastSuccess), j.Job)
 			}
-			if iv := j.Interval.Milliseconds(); iv > 0 {
+			if w := c.schedule(j.Job); w != nil {
+				if _, next := w.Window(now); !next.IsZero() {
+					ch <- prometheus.MustNewConstMetric(c.nextTick, prometheus.GaugeValue, unixSeconds(next), j.Job)
+				}
+			} else if iv := j.Interval.Milliseconds(); iv > 0 {
 				next := (now.UnixMilli()/iv + 1) * iv
 				ch <- prometheus.MustNewConstMetric(c.nextTick, prometheus.GaugeValue, float64(next)/1000, j.Job)
 			}

@@ -181,6 +181,35 @@ func TestDBCollectorReportsTheSource(t *testing.T) {
 	}
 }
 
+// dailyAt3 is a calendar schedule: windows start at 03:00 UTC.
+type dailyAt3 struct{}
+
+func (dailyAt3) Window(t time.Time) (time.Time, time.Time) {
+	start := time.Date(t.Year(), t.Month(), t.Day(), 3, 0, 0, 0, time.UTC)
+	if start.After(t) {
+		start = start.AddDate(0, 0, -1)
+	}
+	return start, start.AddDate(0, 0, 1)
+}
+
+// A job with a calendar schedule reports its schedule's next instant, not the next
+// multiple of its interval.
+func TestDBCollectorNextTickOfACalendarSchedule(t *testing.T) {
+	dbNow := time.Date(2026, 3, 1, 12, 0, 7, 0, time.UTC)
+	src := &fakeSource{jobs: metrics.JobsState{Now: dbNow, Jobs: []metrics.JobState{
+		{Job: "prune-runs", Interval: 24 * time.Hour}, {Job: "sync-uploads", Interval: 5 * time.Second}}}}
+	c := metrics.NewDBCollector(time.Second, time.Hour)
+	c.Attach(src, nil)
+	c.SetSchedule("prune-runs", dailyAt3{})
+	fams := families(t, gathererOf(c))
+	if v, _ := sample(fams, "bgworker_next_tick_timestamp_seconds", map[string]string{"job": "prune-runs"}); v != float64(time.Date(2026, 3, 2, 3, 0, 0, 0, time.UTC).Unix()) {
+		t.Errorf("prune-runs next tick %v, want 03:00 UTC the next day", time.Unix(int64(v), 0).UTC())
+	}
+	if v, _ := sample(fams, "bgworker_next_tick_timestamp_seconds", map[string]string{"job": "sync-uploads"}); v != float64(time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC).Unix()) {
+		t.Errorf("sync-uploads next tick %v, want 12:00:10", time.Unix(int64(v), 0).UTC())
+	}
+}
+
 // The next tick follows the database clock while the answer is cached.
 func TestDBCollectorNextTickAdvancesWhileCached(t *testing.T) {
 	dbNow := time.Now().UTC()
