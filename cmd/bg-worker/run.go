@@ -12,6 +12,7 @@ import (
 
 	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/jobs"
+	"github.com/bg-worker/bg-worker/internal/lock"
 	"github.com/bg-worker/bg-worker/internal/logging"
 	"github.com/bg-worker/bg-worker/internal/store"
 	"github.com/bg-worker/bg-worker/migrations"
@@ -240,4 +241,9 @@ func mappingError(err error) error {
 // built with -tags e2e (never in a release build).
 func registry(d jobs.Deps) []jobs.Job {
 	return append(jobs.Registry(d), jobs.WithTimeouts(d, extraJobs(d))...)
+}
+
+// lockOptions are the lock sessions' bounds from LOCK_HEARTBEAT and LOCK_TIMEOUT.
+func lockOptions(cfg config.Config) lock.Options {
+	return lock.Options{Heartbeat: cfg.LockHeartbeat, Timeout: cfg.LockTimeout}
 }

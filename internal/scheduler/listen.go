@@ -77,7 +77,7 @@ func (s *Scheduler) listenOnce(ctx context.Context) error {
 func (s *Scheduler) notifyDone(ctx context.Context, requestID string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := s.opts.Store.DB().Exec(ctx, `SELECT pg_notify($1, $2)`, DoneChannel, requestID); err != nil {
+	if err := s.opts.Store.Notify(ctx, DoneChannel, requestID); err != nil {
 		s.log.Warn("Could not announce the end of a requested run", "request_id", requestID, "error", err)
 	}
 }

@@ -300,3 +300,11 @@ func (s *Store) JobPause(ctx context.Context, job string) (Pause, error) {
 	return Pause{Paused: r.Paused, Until: msTime(r.PausedUntilMs), By: r.PausedBy, Reason: r.PausedReason,
 		CancelRunning: r.PauseCancels}, nil
 }
+
+// Notify sends payload on a LISTEN/NOTIFY channel (the `once` protocol).
+func (s *Store) Notify(ctx context.Context, channel, payload string) error {
+	if _, err := s.db.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload); err != nil {
+		return fmt.Errorf("notify %s: %w", channel, err)
+	}
+	return nil
+}
