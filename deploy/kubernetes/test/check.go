@@ -540,6 +540,12 @@ func (c *checker) serviceMonitors(d *appsv1.Deployment) {
 				if path := cmpOr(ep.Path, MetricsPath); !c.p.Routes[path] {
 					c.fail("%s: path %q is not served by internal/httpapi", name, path)
 				}
+				// bg-worker's metrics carry a job label (the bg-worker job): without
+				// honorLabels Prometheus renames it exported_job and every by (job) in the
+				// rules and dashboard sees one job.
+				if !ep.HonorLabels {
+					c.fail("%s: endpoint %q needs honorLabels: true (the metrics' job label)", name, ep.Port)
+				}
 			}
 		}
 	}

@@ -69,6 +69,7 @@ type ServiceMonitorSpec struct {
 		Scheme        string `json:"scheme,omitempty"`
 		Interval      string `json:"interval,omitempty"`
 		ScrapeTimeout string `json:"scrapeTimeout,omitempty"`
+		HonorLabels   bool   `json:"honorLabels,omitempty"`
 	} `json:"endpoints"`
 }
 
