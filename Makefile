@@ -36,6 +36,9 @@ check: sqlc-check
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tools/')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	# go.mod and go.sum say exactly what the code imports (direct vs indirect, nothing stale).
+	$(GO) mod tidy -diff
+	cd deploy && $(GO) mod tidy -diff
 
 # The one command that runs every test (CI runs exactly this). Real PostgreSQL and a
 # real S3 server (versitygw) are started by the tests themselves (internal/testenv).
