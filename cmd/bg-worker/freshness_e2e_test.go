@@ -1,4 +1,4 @@
-package httpapi_test
+package main
 
 import (
 	"fmt"
@@ -50,7 +50,7 @@ func gauge(fams map[string]*dto.MetricFamily, name string, want map[string]strin
 func TestStandbyReportsFreshness(t *testing.T) {
 	dbURL := testenv.DatabaseURL(t)
 	b := testenv.Bucket(t)
-	bin := workerBinary(t)
+	bin := e2eBinary(t)
 	// 3 s ticks: longer than the collector's 2 s cache, so "within one tick" holds even when
 	// one replica answers from its cache.
 	const tick = 3.0
