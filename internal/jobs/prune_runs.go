@@ -27,50 +27,45 @@ func newPruneRuns(d Deps) Job {
 		Schedule:    sched,
 		Description: "deletes job_runs rows and resolved upload state older than RUN_HISTORY_RETENTION",
 		Run: func(ctx context.Context, r Run) error {
-			var total int64
-			for {
-				var n int64
-				err := r.Fenced(ctx, func(tx *store.Store) error {
-					now, err := tx.Now(ctx)
-					if err != nil {
-						return err
-					}
-					n, err = tx.PruneRuns(ctx, now.Add(-retention), pruneBatch)
-					return err
-				})
-				if err != nil {
-					return err
-				}
-				total += n
-				if n < pruneBatch {
-					break
-				}
+			total, err := pruneBatches(ctx, r, retention, (*store.Store).PruneRuns)
+			if err != nil {
+				return err
 			}
 			r.Stats().Set("pruned", total)
 			// The worker's per-upload state: rows resolved before the retention, and rows
 			// whose upload the application deleted or resolved itself.
-			var checks int64
-			for {
-				var n int64
-				err := r.Fenced(ctx, func(tx *store.Store) error {
-					now, err := tx.Now(ctx)
-					if err != nil {
-						return err
-					}
-					n, err = tx.UploadPruneChecks(ctx, now.Add(-retention), pruneBatch)
-					return err
-				})
-				if err != nil {
-					return err
-				}
-				checks += n
-				if n < pruneBatch {
-					break
-				}
+			checks, err := pruneBatches(ctx, r, retention, (*store.Store).UploadPruneChecks)
+			if err != nil {
+				return err
 			}
 			r.Stats().Set("pruned_upload_checks", checks)
 			r.Logger().Info("Pruned old runs", "pruned", total, "pruned_upload_checks", checks, "retention", retention)
 			return nil
 		},
+	}
+}
+
+// pruneBatches calls prune (rows older than retention on the database clock, at most
+// pruneBatch at a time) in fenced transactions until a batch comes back short.
+func pruneBatches(ctx context.Context, r Run, retention time.Duration,
+	prune func(s *store.Store, ctx context.Context, before time.Time, max int) (int64, error)) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := r.Fenced(ctx, func(tx *store.Store) error {
+			now, err := tx.Now(ctx)
+			if err != nil {
+				return err
+			}
+			n, err = prune(tx, ctx, now.Add(-retention), pruneBatch)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < pruneBatch {
+			return total, nil
+		}
 	}
 }
