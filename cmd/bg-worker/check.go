@@ -22,11 +22,7 @@ func cmdCheck(ctx context.Context, args []string, env config.LookupEnv, stdout, 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, log, err := setup(env, true, stderr)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, cfg, log, 2, false)
+	cfg, st, err := commandStore(ctx, env, stderr)
 	if err != nil {
 		return err
 	}

@@ -40,14 +40,10 @@ func cmdPause(ctx context.Context, args []string, env config.LookupEnv, stdout, 
 	if *forD < 0 {
 		return &usageError{errors.New("--for must be positive")}
 	}
-	cfg, log, err := setup(env, true, stderr)
-	if err != nil {
-		return err
-	}
 	if name == "" {
 		return &usageError{errors.New("usage: bg-worker pause JOB [--for D] [--reason TEXT] [--now]")}
 	}
-	st, err := openStore(ctx, cfg, log, 2, false)
+	_, st, err := commandStore(ctx, env, stderr)
 	if err != nil {
 		return err
 	}
@@ -80,11 +76,7 @@ func cmdResume(ctx context.Context, args []string, env config.LookupEnv, stdout,
 	} else if fs.NArg() > 0 || name == "" {
 		return &usageError{errors.New("usage: bg-worker resume JOB")}
 	}
-	cfg, log, err := setup(env, true, stderr)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, cfg, log, 2, false)
+	_, st, err := commandStore(ctx, env, stderr)
 	if err != nil {
 		return err
 	}

@@ -247,3 +247,14 @@ func registry(d jobs.Deps) []jobs.Job {
 func lockOptions(cfg config.Config) lock.Options {
 	return lock.Options{Heartbeat: cfg.LockHeartbeat, Timeout: cfg.LockTimeout}
 }
+
+// commandStore is the set-up of a one-shot database command (status, check, pause,
+// resume): the configuration and a small pool; the caller closes the store.
+func commandStore(ctx context.Context, env config.LookupEnv, stderr io.Writer) (config.Config, *store.Store, error) {
+	cfg, log, err := setup(env, true, stderr)
+	if err != nil {
+		return cfg, nil, err
+	}
+	st, err := openStore(ctx, cfg, log, 2, false)
+	return cfg, st, err
+}
