@@ -138,7 +138,7 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 		}
 		for _, r := range runs {
 			j.Runs = append(j.Runs, statusRun{ID: r.ID, TickAt: r.TickAt, Trigger: r.Trigger, WorkerID: r.WorkerID,
-				StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Status: r.Status, Error: r.Error.String, Stats: r.Stats})
+				StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Status: r.Status, Error: r.Error, Stats: r.Stats})
 		}
 		rep.Jobs = append(rep.Jobs, j)
 		return nil
@@ -146,13 +146,9 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 	for _, r := range recorded {
 		var pause *statusPause
 		if r.Paused {
-			pause = &statusPause{Since: r.PausedAt, By: r.PausedBy, Reason: r.PausedReason}
-			if r.PausedUntilMs > 0 {
-				u := time.UnixMilli(r.PausedUntilMs).UTC()
-				pause.Until = &u
-			}
+			pause = &statusPause{Since: r.PausedAt, Until: r.PausedUntil, By: r.PausedBy, Reason: r.PausedReason}
 		}
-		if err := add(r.Name, time.Duration(r.IntervalMs)*time.Millisecond, r.LockNamespace, r.LockKey, pause); err != nil {
+		if err := add(r.Name, r.Interval, r.LockNamespace, r.LockKey, pause); err != nil {
 			return rep, err
 		}
 	}

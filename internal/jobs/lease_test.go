@@ -86,8 +86,8 @@ func TestLeaseLossCancelsRunWaitingOnBucket(t *testing.T) {
 			st := h.proxy.Stats()
 			t.Logf("run ended %s after its lock session was terminated (heartbeat %s): %s %v; proxy %v",
 				ended.Round(time.Millisecond), lockHeartbeat, res.Status, res.Err, st.ByMethod)
-			if res.Status != store.StatusCancelled || !strings.Contains(res.Row.Error.String, lock.ErrLockLost.Error()) {
-				t.Errorf("run %s, error %q; want cancelled for %q", res.Status, res.Row.Error.String, lock.ErrLockLost)
+			if res.Status != store.StatusCancelled || !strings.Contains(res.Row.Error, lock.ErrLockLost.Error()) {
+				t.Errorf("run %s, error %q; want cancelled for %q", res.Status, res.Row.Error, lock.ErrLockLost)
 			}
 			if ended > bound {
 				t.Errorf("run ended %s after the lease was lost; want within %s (heartbeat %s + slack)", ended, bound, lockHeartbeat)

@@ -163,8 +163,8 @@ func TestScanOrphansBadBucket(t *testing.T) {
 		{"wrong secret", h.client(func(c *bucket.Config) { c.SecretAccessKey = "wrong-secret-value" }), "access denied"},
 	} {
 		res := h.run(h.job(h.deps(cfg, tc.client), "scan-orphans"), runOpts{})
-		if res.Status != store.StatusFailed || !strings.Contains(res.Row.Error.String, tc.want) {
-			t.Errorf("%s: %s %q; want failed with %q", tc.name, res.Status, res.Row.Error.String, tc.want)
+		if res.Status != store.StatusFailed || !strings.Contains(res.Row.Error, tc.want) {
+			t.Errorf("%s: %s %q; want failed with %q", tc.name, res.Status, res.Row.Error, tc.want)
 		}
 	}
 	if !h.objects()["orphan.txt"] {

@@ -129,8 +129,8 @@ func TestSyncUploadsTableLocked(t *testing.T) {
 	started := time.Now()
 	res := h.run(job, runOpts{})
 	took := time.Since(started)
-	if res.Status != store.StatusFailed || !strings.Contains(res.Row.Error.String, "uploads table public.uploads is locked by another session") {
-		t.Fatalf("run against a locked table: %s, error %q", res.Status, res.Row.Error.String)
+	if res.Status != store.StatusFailed || !strings.Contains(res.Row.Error, "uploads table public.uploads is locked by another session") {
+		t.Fatalf("run against a locked table: %s, error %q", res.Status, res.Row.Error)
 	}
 	if took > 3*store.AppLockTimeout {
 		t.Errorf("run took %s against a locked table; lock_timeout is %s", took, store.AppLockTimeout)
@@ -165,8 +165,8 @@ func TestSyncUploadsStopsWhenTheBucketStopsAnswering(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := h.run(job, runOpts{})
-	if res.Status != store.StatusFailed || !strings.Contains(res.Row.Error.String, "bucket not answering: 16 HEAD requests in a row failed") {
-		t.Fatalf("run: %s, error %q", res.Status, res.Row.Error.String)
+	if res.Status != store.StatusFailed || !strings.Contains(res.Row.Error, "bucket not answering: 16 HEAD requests in a row failed") {
+		t.Fatalf("run: %s, error %q", res.Status, res.Row.Error)
 	}
 	if heads := res.Stats["head_requests"]; heads < 16 || heads > 16+int64(cfg.SyncConcurrency) {
 		t.Errorf("%d HEADs before stopping; want 16 … %d, not the backlog of 300", heads, 16+cfg.SyncConcurrency)

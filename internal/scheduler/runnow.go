@@ -129,7 +129,7 @@ func runRemote(ctx context.Context, o RunNowOptions, log *slog.Logger, listener 
 		if err != nil {
 			return RunNowResult{}, err
 		}
-		return RunNowResult{RunID: r.ID, Status: r.Status, WorkerID: r.WorkerID, Error: r.Error.String}, nil
+		return RunNowResult{RunID: r.ID, Status: r.Status, WorkerID: r.WorkerID, Error: r.Error}, nil
 	}
 }
 

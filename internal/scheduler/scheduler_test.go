@@ -125,8 +125,8 @@ func TestPanicIsRecoveredAndNextTickRuns(t *testing.T) {
 	})
 	rs := runs(t, st, "panicky")
 	first := rs[len(rs)-1]
-	if first.Status != store.StatusFailed || first.Error.String != "panic: boom" {
-		t.Errorf("first run = %s %q, want failed \"panic: boom\"", first.Status, first.Error.String)
+	if first.Status != store.StatusFailed || first.Error != "panic: boom" {
+		t.Errorf("first run = %s %q, want failed \"panic: boom\"", first.Status, first.Error)
 	}
 }
 
@@ -142,7 +142,7 @@ func TestErrorAndStatsRecorded(t *testing.T) {
 	start(t, url, "w1", []jobs.Job{job}, nil)
 	waitFor(t, 15*time.Second, "a failed run", func() bool { return countStatus(runs(t, st, "failing"), store.StatusFailed) == 1 })
 	r := runs(t, st, "failing")[0]
-	if r.Error.String != "bucket unreachable" || string(r.Stats) != `{"checked": 7}` || r.FinishedAt == nil {
+	if r.Error != "bucket unreachable" || string(r.Stats) != `{"checked": 7}` || r.FinishedAt == nil {
 		t.Errorf("run = %+v (stats %s)", r, r.Stats)
 	}
 }
@@ -171,7 +171,7 @@ func TestShutdownCancelsAfterGraceAndReleases(t *testing.T) {
 	}
 	r := runs(t, st, "blocker")[0]
 	if r.Status != store.StatusCancelled {
-		t.Errorf("run status %s (%s), want cancelled", r.Status, r.Error.String)
+		t.Errorf("run status %s (%s), want cancelled", r.Status, r.Error)
 	}
 	holders, err := st.LockHolders(context.Background())
 	if err != nil {
@@ -560,7 +560,7 @@ func TestIntervalMismatchWarns(t *testing.T) {
 		if err != nil || len(list) != 1 {
 			t.Fatalf("worker_jobs: %v, %v", list, err)
 		}
-		return time.Duration(list[0].IntervalMs) * time.Millisecond
+		return list[0].Interval
 	}
 	// A one-off command (`once`) with another interval warns but leaves the fleet's.
 	once := &captureHandler{}

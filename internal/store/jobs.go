@@ -32,8 +32,40 @@ const (
 // window, or the claiming session no longer holds the job's lock.
 var ErrTickClaimed = errors.New("tick window already claimed")
 
-// JobRun is one row of job_runs.
-type JobRun = dbsqlc.JobRun
+// JobRun is one row of job_runs (the store's own type: sqlc's stay in this package).
+type JobRun struct {
+	ID         int64           `json:"id"`
+	Job        string          `json:"job"`
+	TickAt     time.Time       `json:"tick_at"`
+	Trigger    string          `json:"trigger"`
+	WorkerID   string          `json:"worker_id"`
+	StartedAt  time.Time       `json:"started_at"`
+	FinishedAt *time.Time      `json:"finished_at"`
+	Status     string          `json:"status"`
+	Error      string          `json:"error,omitempty"` // "" when none
+	Stats      json.RawMessage `json:"stats"`
+	LockPID    int32           `json:"lock_pid,omitempty"` // the lock session's backend (0: none)
+	RequestID  string          `json:"request_id,omitempty"`
+}
+
+func toJobRun(r dbsqlc.JobRun) JobRun {
+	return JobRun{ID: r.ID, Job: r.Job, TickAt: r.TickAt, Trigger: r.Trigger, WorkerID: r.WorkerID,
+		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Status: r.Status, Error: r.Error.String,
+		Stats: r.Stats, LockPID: r.LockPid.Int32, RequestID: r.RequestID.String}
+}
+
+// JobInfo is one row of worker_jobs as status shows it.
+type JobInfo struct {
+	Name          string
+	LockNamespace int32
+	LockKey       int32
+	Interval      time.Duration
+	Paused        bool
+	PausedUntil   *time.Time // nil: not paused, or until resumed
+	PausedAt      *time.Time
+	PausedBy      string
+	PausedReason  string
+}
 
 // Claim is a claimed tick window.
 type Claim struct {
@@ -79,8 +111,18 @@ func (s *Store) SetHolder(ctx context.Context, job, workerID string, pid int32) 
 }
 
 // ListJobs returns worker_jobs.
-func (s *Store) ListJobs(ctx context.Context) ([]dbsqlc.WorkerJobListRow, error) {
-	return s.q.WorkerJobList(ctx)
+func (s *Store) ListJobs(ctx context.Context) ([]JobInfo, error) {
+	rows, err := s.q.WorkerJobList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out := make([]JobInfo, len(rows))
+	for i, r := range rows {
+		out[i] = JobInfo{Name: r.Name, LockNamespace: r.LockNamespace, LockKey: r.LockKey,
+			Interval: time.Duration(r.IntervalMs) * time.Millisecond, Paused: r.Paused,
+			PausedUntil: msTime(r.PausedUntilMs), PausedAt: r.PausedAt, PausedBy: r.PausedBy, PausedReason: r.PausedReason}
+	}
+	return out, nil
 }
 
 // LockRef names the advisory lock (namespace, key) a session (backend PID) must hold
@@ -161,9 +203,24 @@ func (s *Store) FinishSkipped(ctx context.Context, id int64) error {
 	return s.q.JobRunFinishSkipped(ctx, id)
 }
 
+// RunningRun is a run still marked running.
+type RunningRun struct {
+	ID       int64
+	WorkerID string
+	TickAt   time.Time
+}
+
 // RunningRuns lists runs of job still marked running.
-func (s *Store) RunningRuns(ctx context.Context, job string) ([]dbsqlc.JobRunListRunningRow, error) {
-	return s.q.JobRunListRunning(ctx, job)
+func (s *Store) RunningRuns(ctx context.Context, job string) ([]RunningRun, error) {
+	rows, err := s.q.JobRunListRunning(ctx, job)
+	if err != nil {
+		return nil, fmt.Errorf("list running runs of %s: %w", job, err)
+	}
+	out := make([]RunningRun, len(rows))
+	for i, r := range rows {
+		out[i] = RunningRun{ID: r.ID, WorkerID: r.WorkerID, TickAt: r.TickAt}
+	}
+	return out, nil
 }
 
 // AbandonRun marks a running run abandoned; false if it had already finished.
@@ -194,18 +251,26 @@ func (s *Store) AbandonRun(ctx context.Context, id int64, reason string) (bool, 
 // GetRun returns one run.
 func (s *Store) GetRun(ctx context.Context, id int64) (JobRun, error) {
 	r, err := s.q.JobRunGet(ctx, id)
-	return r, notFound(err)
+	return toJobRun(r), notFound(err)
 }
 
 // GetRunByRequest returns the run a `once` request started.
 func (s *Store) GetRunByRequest(ctx context.Context, requestID string) (JobRun, error) {
 	r, err := s.q.JobRunGetByRequest(ctx, pgtype.Text{String: requestID, Valid: true})
-	return r, notFound(err)
+	return toJobRun(r), notFound(err)
 }
 
 // RecentRuns returns the newest runs of job.
 func (s *Store) RecentRuns(ctx context.Context, job string, n int) ([]JobRun, error) {
-	return s.q.JobRunListRecent(ctx, dbsqlc.JobRunListRecentParams{Job: job, MaxRows: int32(n)})
+	rows, err := s.q.JobRunListRecent(ctx, dbsqlc.JobRunListRecentParams{Job: job, MaxRows: int32(n)})
+	if err != nil {
+		return nil, fmt.Errorf("recent runs of %s: %w", job, err)
+	}
+	out := make([]JobRun, len(rows))
+	for i, r := range rows {
+		out[i] = toJobRun(r)
+	}
+	return out, nil
 }
 
 // PruneRuns deletes up to max finished runs started before before.

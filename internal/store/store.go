@@ -114,8 +114,17 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 // Pool is the underlying pool (nil for a transaction-bound Store).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// DB is the connection, pool or transaction this Store runs on.
-func (s *Store) DB() dbsqlc.DBTX { return s.db }
+// Conn is the part of pgx a hand-written statement needs (a pool, connection or
+// transaction).
+type Conn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// DB is the connection, pool or transaction this Store runs on, for the few statements
+// sqlc cannot type (pg_locks in the fence, a test job's own table).
+func (s *Store) DB() Conn { return s.db }
 
 // Close closes the pool.
 func (s *Store) Close() {
