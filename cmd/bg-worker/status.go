@@ -13,17 +13,8 @@ import (
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
-type statusRun struct {
-	ID         int64           `json:"id"`
-	TickAt     time.Time       `json:"tick_at"`
-	Trigger    string          `json:"trigger"`
-	WorkerID   string          `json:"worker_id"`
-	StartedAt  time.Time       `json:"started_at"`
-	FinishedAt *time.Time      `json:"finished_at"`
-	Status     string          `json:"status"`
-	Error      string          `json:"error,omitempty"`
-	Stats      json.RawMessage `json:"stats"`
-}
+// statusRun is a run as job_runs records it.
+type statusRun = store.JobRun
 
 // statusPause is a job's fleet-wide pause.
 type statusPause struct {
@@ -136,10 +127,7 @@ func buildStatus(ctx context.Context, st *store.Store, cfg config.Config, n int)
 		if err != nil {
 			return err
 		}
-		for _, r := range runs {
-			j.Runs = append(j.Runs, statusRun{ID: r.ID, TickAt: r.TickAt, Trigger: r.Trigger, WorkerID: r.WorkerID,
-				StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Status: r.Status, Error: r.Error, Stats: r.Stats})
-		}
+		j.Runs = append(j.Runs, runs...)
 		rep.Jobs = append(rep.Jobs, j)
 		return nil
 	}
