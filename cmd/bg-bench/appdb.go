@@ -431,6 +431,8 @@ func (r *AppRun) recount() {
 	}
 }
 
+// startupCheck matches the two start-up checks as results files written before sqlKind
+// named them (schema:access, schema:fingerprint, in onceOnly) classified them.
 func startupCheck(kind string) bool {
 	return strings.HasPrefix(kind, "other:SELECT fingerprint") || strings.HasPrefix(kind, "other:SELECT n.name, n.oid IS NOT NULL")
 }

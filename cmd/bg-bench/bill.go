@@ -88,9 +88,9 @@ type BillResult struct {
 // checkTimes models when sync-uploads HEADs one upload created at t (seconds, database
 // clock): at the first tick boundary at or after t; an object that is there is HEADed
 // once; a missing one again after min(maxBackoff, tick·2^k) for its k-th miss (k from
-// 0), at the first boundary strictly after that (its UPDATE sets next_check_at = now()
-// + backoff a few ms after its run's snapshot time, so a backoff that is a whole number
-// of ticks lands one tick later), until the check at which it is older than the TTL
+// 0), at the first boundary at or after that (the backoff is counted from the run's
+// window, TickAt, since 721fe5a; before, from the write's now(), which made a backoff of
+// whole ticks land one tick late), until the check at which it is older than the TTL
 // (that check marks it FAILED). Checks at or after end are not made.
 func checkTimes(t float64, arrives bool, w Workload, end float64) []float64 {
 	tick := w.TickSec
@@ -102,11 +102,7 @@ func checkTimes(t float64, arrives bool, w Workload, end float64) []float64 {
 			break
 		}
 		next := at + math.Min(w.MaxBackoffSec, tick*math.Pow(2, float64(k)))
-		nb := math.Ceil(next/tick) * tick
-		if nb <= next+1e-6 {
-			nb += tick
-		}
-		at = nb
+		at = math.Ceil(next/tick-1e-9) * tick
 	}
 	return out
 }
@@ -173,15 +169,17 @@ func (b *bench) bill(ctx context.Context) (*BillResult, error) {
 	if err := os.MkdirAll(filepath.Join(root, "new"), 0o755); err != nil {
 		return nil, err
 	}
-	if _, err := b.db.Exec(ctx, `TRUNCATE uploads RESTART IDENTITY`); err != nil {
-		return nil, err
+	for _, q := range []string{`TRUNCATE public.uploads RESTART IDENTITY`, `TRUNCATE bg_worker.upload_checks`} {
+		if _, err := b.db.Exec(ctx, q); err != nil {
+			return nil, fmt.Errorf("bill: %s: %w", q, err)
+		}
 	}
-	if _, err := b.db.Exec(ctx, `INSERT INTO uploads (object_key, status, size_bytes, verified_at)
+	if _, err := b.db.Exec(ctx, `INSERT INTO public.uploads (object_key, status, size_bytes, verified_at)
 		SELECT 'old/' || lpad((i / 1000)::text, 3, '0') || '/' || lpad(i::text, 7, '0'), 'UPLOADED', 4, now()
 		FROM generate_series(0, $1::int - 1) AS i`, o.billObjects); err != nil {
 		return nil, err
 	}
-	if _, err := b.db.Exec(ctx, `VACUUM ANALYZE uploads`); err != nil {
+	if _, err := b.db.Exec(ctx, `VACUUM ANALYZE public.uploads`); err != nil {
 		return nil, err
 	}
 
@@ -216,7 +214,7 @@ func (b *bench) billOriginal(ctx context.Context, res *BillResult) error {
 		if err != nil {
 			return fmt.Errorf("original design: list: %w", err)
 		}
-		rows, err := b.db.Query(ctx, `SELECT id, object_key FROM uploads WHERE status = 'PENDING'`)
+		rows, err := b.db.Query(ctx, `SELECT id, object_key FROM public.uploads WHERE status = 'PENDING'`)
 		if err != nil {
 			return err
 		}
@@ -302,7 +300,7 @@ func (b *bench) billOurs(ctx context.Context, res *BillResult) error {
 			}
 		}
 		var created time.Time
-		if err := b.db.QueryRow(ctx, `INSERT INTO uploads (object_key) VALUES ($1) RETURNING created_at`, key).Scan(&created); err != nil {
+		if err := b.db.QueryRow(ctx, `INSERT INTO public.uploads (object_key) VALUES ($1) RETURNING created_at`, key).Scan(&created); err != nil {
 			return err
 		}
 		ups = append(ups, upload{created: float64(created.UnixNano()) / 1e9, arrives: arrives})
@@ -329,7 +327,7 @@ func (b *bench) billOurs(ctx context.Context, res *BillResult) error {
 	// Runs that really happened, and the list pages each scan needed.
 	rows, err := b.db.Query(ctx, `SELECT job, worker_id, extract(epoch FROM started_at)::float8,
 			coalesce((stats->>'listed')::bigint, 0), coalesce((stats->>'due')::bigint, 0)
-		FROM job_runs WHERE worker_id LIKE 'bench-bill-%' AND status NOT IN ('skipped') ORDER BY id`)
+		FROM bg_worker.job_runs WHERE worker_id LIKE 'bench-bill-%' AND status NOT IN ('skipped') ORDER BY id`)
 	if err != nil {
 		return err
 	}

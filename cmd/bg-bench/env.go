@@ -47,6 +47,7 @@ type bench struct {
 	db    *pgxpool.Pool
 
 	bin, binE2E string
+	tree        string         // the commit the binaries were built from (treeState)
 	objects     map[string]int // benchBucket objects written: u/ keys [0, n)
 
 	alt *s3Target // started by withRegion
@@ -85,6 +86,7 @@ func (b *bench) start(ctx context.Context) (err error) {
 	}
 	b.logf("work directory %s", b.work)
 
+	b.tree = treeState(ctx, b.repo)
 	if b.bin, b.binE2E, err = buildBinaries(ctx, b.repo, b.work); err != nil {
 		return err
 	}
@@ -105,7 +107,9 @@ func (b *bench) start(ctx context.Context) (err error) {
 	if b.db, err = pgxpool.New(ctx, b.dbURL+"&application_name=bg-bench"); err != nil {
 		return err
 	}
-	if _, err := b.db.Exec(ctx, `CREATE TABLE IF NOT EXISTS e2e_events (
+	// The e2e probes write e2e_events unqualified, through a pool whose search_path is
+	// the worker's schema only.
+	if _, err := b.db.Exec(ctx, `CREATE TABLE IF NOT EXISTS bg_worker.e2e_events (
 		id bigserial PRIMARY KEY, job text NOT NULL, run_id bigint NOT NULL, worker_id text NOT NULL,
 		seq int NOT NULL, at timestamptz NOT NULL)`); err != nil {
 		return err
@@ -182,6 +186,22 @@ func findRepo() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// treeState names the tree the binaries are built from: the short commit, with "+"
+// when a non-test file under the worker's sources differs from it (others' uncommitted
+// edits; internal/faultproxy and internal/tcpproxy count too, though only the bench
+// links them).
+func treeState(ctx context.Context, repo string) string {
+	rev := gitShort(ctx, repo, "HEAD")
+	out, err := exec.CommandContext(ctx, "git", "-C", repo, "status", "--porcelain", "--untracked-files=no",
+		"--", "internal", "cmd/bg-worker", "migrations", "queries", "go.mod", "go.sum").Output()
+	for _, l := range strings.Split(string(out), "\n") {
+		if err == nil && strings.TrimSpace(l) != "" && !strings.HasSuffix(l, "_test.go") {
+			return rev + "+" // a file the binaries are built from differs from the commit
+		}
+	}
+	return rev
 }
 
 // buildBinaries builds the release binary and the e2e one (probe jobs e2e-fast/e2e-slow).
@@ -328,7 +348,8 @@ func (b *bench) runOnce(ctx context.Context, id, job, bucketName string, extra m
 }
 
 // classifier counts S3 requests by API operation as the proxy sees them (it is the
-// proxy's Match hook: called once per request after the latency, never injects faults).
+// proxy's Match hook: called once per request after the latency; it asks for a fault
+// only while the outage item has the bucket cut).
 type classifier struct {
 	mu     sync.Mutex
 	counts map[string]int64
@@ -356,7 +377,7 @@ func (c *classifier) observe(r *http.Request) bool {
 	c.mu.Lock()
 	c.counts[op]++
 	c.mu.Unlock()
-	return false
+	return outageCut.Load() // the outage item's cut: the proxy's fault for every request
 }
 
 func classifyS3(r *http.Request) string {
@@ -442,26 +463,32 @@ func (b *bench) ensureObjects(n int) error {
 
 func uploadKey(i int) string { return fmt.Sprintf("u/%03d/%07d", i/1000, i) }
 
-// seedUploads replaces the uploads table with n PENDING uploads u/... (due now, young:
-// a missing one stays PENDING with a backoff).
+// seedUploads replaces the default application table (public.uploads) with n PENDING
+// uploads u/... and empties the worker's per-upload state (bg_worker.upload_checks,
+// keyed by uploads.id::text: with the ids restarted, stale rows would belong to the new
+// uploads). An upload without an upload_checks row is due at once; the first sync run
+// that sees it creates its row. A bench that needs backoff state (a next check in the
+// future, an error count) seeds it into bg_worker.upload_checks, not into uploads.
 func (b *bench) seedUploads(ctx context.Context, n int) error {
-	_, err := b.db.Exec(ctx, `TRUNCATE uploads RESTART IDENTITY`)
-	if err != nil {
-		return err
-	}
-	if n > 0 {
-		_, err = b.db.Exec(ctx, `INSERT INTO uploads (object_key, next_check_at)
-			SELECT 'u/' || lpad((i / 1000)::text, 3, '0') || '/' || lpad(i::text, 7, '0'), now() - interval '1 minute'
-			FROM generate_series(0, $1::int - 1) AS i`, n)
-		if err != nil {
-			return err
+	for _, q := range []string{`TRUNCATE public.uploads RESTART IDENTITY`, `TRUNCATE bg_worker.upload_checks`} {
+		if _, err := b.db.Exec(ctx, q); err != nil {
+			return fmt.Errorf("seed uploads: %s: %w", q, err)
 		}
 	}
-	_, err = b.db.Exec(ctx, `VACUUM ANALYZE uploads`)
-	if err == nil {
-		_, err = b.db.Exec(ctx, `CHECKPOINT`)
+	if n > 0 {
+		_, err := b.db.Exec(ctx, `INSERT INTO public.uploads (object_key)
+			SELECT 'u/' || lpad((i / 1000)::text, 3, '0') || '/' || lpad(i::text, 7, '0')
+			FROM generate_series(0, $1::int - 1) AS i`, n)
+		if err != nil {
+			return fmt.Errorf("seed uploads: insert %d: %w", n, err)
+		}
 	}
-	return err
+	for _, q := range []string{`VACUUM ANALYZE public.uploads`, `VACUUM ANALYZE bg_worker.upload_checks`, `CHECKPOINT`} {
+		if _, err := b.db.Exec(ctx, q); err != nil {
+			return fmt.Errorf("seed uploads: %s: %w", q, err)
+		}
+	}
+	return nil
 }
 
 // runRow is the job_runs row of a run.
@@ -476,7 +503,7 @@ func (b *bench) lastRun(ctx context.Context, workerID, job string) (runRow, erro
 	var r runRow
 	var secs float64
 	err := b.db.QueryRow(ctx, `SELECT id, status, extract(epoch FROM finished_at - started_at)::float8, stats
-		FROM job_runs WHERE worker_id = $1 AND job = $2 ORDER BY id DESC LIMIT 1`, workerID, job).
+		FROM bg_worker.job_runs WHERE worker_id = $1 AND job = $2 ORDER BY id DESC LIMIT 1`, workerID, job).
 		Scan(&r.ID, &r.Status, &secs, &r.Stats)
 	r.Duration = time.Duration(secs * float64(time.Second))
 	return r, err

@@ -185,7 +185,7 @@ func (b *bench) idle(ctx context.Context) (*IdleResult, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		var n int
-		_ = b.db.QueryRow(ctx, `SELECT count(*) FROM job_runs WHERE worker_id LIKE 'bench-idle-%' AND status = 'succeeded'`).Scan(&n)
+		_ = b.db.QueryRow(ctx, `SELECT count(*) FROM bg_worker.job_runs WHERE worker_id LIKE 'bench-idle-%' AND status = 'succeeded'`).Scan(&n)
 		if n >= 2 {
 			break
 		}
@@ -199,7 +199,7 @@ func (b *bench) idle(ctx context.Context) (*IdleResult, error) {
 
 	holderAt := func() string {
 		var w string
-		_ = b.db.QueryRow(ctx, `SELECT worker_id FROM worker_lock_holders WHERE job = 'sync-uploads'`).Scan(&w)
+		_ = b.db.QueryRow(ctx, `SELECT worker_id FROM bg_worker.worker_lock_holders WHERE job = 'sync-uploads'`).Scan(&w)
 		return w
 	}
 	h0 := holderAt()

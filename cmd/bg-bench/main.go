@@ -1,7 +1,9 @@
 // Command bg-bench measures what bg-worker's users pay for, each figure against a
 // baseline or limit measured in the same run: verification throughput, memory vs work,
 // SQL statements per verified upload, the R2 request bill, idle overhead of 3 replicas,
-// and takeover time after kill -9 / a terminated backend / SIGSTOP of the leader.
+// takeover time after kill -9 / a terminated backend / SIGSTOP / a network partition of
+// the leader (at the bench's short lock timings and at production's), and the requests a
+// fleet sends to a bucket that stopped answering (optionally against an older commit).
 //
 // It starts its own PostgreSQL (initdb/postgres on PATH, statement logging on) and
 // versitygw (make tools), puts a latency proxy (internal/faultproxy) in front of the
@@ -54,15 +56,22 @@ type options struct {
 	allocWindow  time.Duration
 
 	takeoverTrials   int
+	takeoverDefaults bool
 	takeoverInterval time.Duration
 	lockTimeout      time.Duration
 	lockHeartbeat    time.Duration
 
 	profileDir      string
 	profileInterval time.Duration
+
+	outageDue    int
+	outageFor    time.Duration
+	outageTick   time.Duration
+	outageKinds  []string
+	outageBefore string
 }
 
-var items = []string{"throughput", "cpuhead", "memory", "bill", "idle", "takeover", "appdb"}
+var items = []string{"throughput", "cpuhead", "memory", "bill", "idle", "takeover", "outage", "appdb"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -111,6 +120,12 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.takeoverInterval, "takeover-interval", time.Second, "WORKER_INTERVAL_MS of the takeover replicas")
 	fs.DurationVar(&o.lockTimeout, "lock-timeout", 4*time.Second, "LOCK_TIMEOUT of the takeover replicas")
 	fs.DurationVar(&o.lockHeartbeat, "lock-heartbeat", 500*time.Millisecond, "LOCK_HEARTBEAT of the takeover replicas")
+	fs.BoolVar(&o.takeoverDefaults, "takeover-defaults", true, "also run the takeover item with production's LOCK_TIMEOUT 10s / LOCK_HEARTBEAT 1s")
+	fs.IntVar(&o.outageDue, "outage-due", 10000, "outage item: uploads due when the bucket is cut")
+	fs.DurationVar(&o.outageFor, "outage-for", 60*time.Second, "outage item: how long the bucket is cut (quick: 20s)")
+	fs.DurationVar(&o.outageTick, "outage-tick", time.Second, "outage item: WORKER_INTERVAL_MS of its replicas")
+	outageKinds := fs.String("outage-kinds", "reset,stall", "outage item: kinds of cut (reset: connections reset at once; stall: requests held unanswered)")
+	fs.StringVar(&o.outageBefore, "outage-before", "", "outage item: also run bg-worker built from this commit (e.g. 4a26deb), in a database migrated by it")
 	fs.DurationVar(&o.idleFor, "idle-for", 0, "idle measurement window (default 2m; quick 30s)")
 	fs.DurationVar(&o.idleInterval, "idle-interval", 5*time.Second, "WORKER_INTERVAL_MS of the idle replicas")
 	fs.DurationVar(&o.allocWindow, "alloc-window", -1, "idle allocations: whole forced-GC periods (2m each) to measure over (default 4m; quick: not measured)")
@@ -204,6 +219,17 @@ func run(ctx context.Context, args []string) error {
 			o.takeoverTrials = 3
 		}
 	}
+	for _, k := range strings.Split(*outageKinds, ",") {
+		if k = strings.TrimSpace(k); k != "reset" && k != "stall" {
+			return fmt.Errorf("--outage-kinds: %q is not reset or stall", k)
+		}
+		o.outageKinds = append(o.outageKinds, k)
+	}
+	outageForSet := false
+	fs.Visit(func(f *flag.Flag) { outageForSet = outageForSet || f.Name == "outage-for" })
+	if o.quick && !outageForSet {
+		o.outageFor = 20 * time.Second
+	}
 	if o.lockTimeout <= 2*o.lockHeartbeat {
 		return errors.New("--lock-timeout must be more than twice --lock-heartbeat")
 	}
@@ -232,7 +258,7 @@ func run(ctx context.Context, args []string) error {
 	time.Sleep(2 * time.Second)
 	background := busyFraction(idle0, machineCPU())
 	res := &Results{StartedAt: began.UTC(), Mode: "full", Machine: b.machine(ctx),
-		BackgroundBusy: background, Command: "go run ./cmd/bg-bench " + strings.Join(args, " ")}
+		BackgroundBusy: background, LoadAvgStart: loadAvg1(), Tree: b.tree, Command: "go run ./cmd/bg-bench " + strings.Join(args, " ")}
 	if o.quick {
 		res.Mode = "quick"
 	}
@@ -241,6 +267,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	save := func() {
 		res.DurationSec = time.Since(began).Seconds()
+		res.LoadAvgEnd = loadAvg1()
 		res.evaluate()
 		if data, err := json.MarshalIndent(res, "", "  "); err == nil {
 			_ = os.WriteFile(o.out, append(data, '\n'), 0o644)
@@ -274,7 +301,8 @@ func run(ctx context.Context, args []string) error {
 		{"memory", func() (err error) { res.Memory, err = b.memory(ctx); return }},
 		{"bill", func() (err error) { res.Bill, err = b.bill(ctx); return }},
 		{"idle", func() (err error) { res.Idle, err = b.idle(ctx); return }},
-		{"takeover", func() (err error) { res.Takeover, err = b.takeover(ctx); return }},
+		{"takeover", func() (err error) { res.Takeovers, err = b.takeovers(ctx); return }},
+		{"outage", func() (err error) { res.Outage, err = b.outage(ctx); return }},
 		{"appdb", func() (err error) { res.AppDB, err = b.appDB(ctx); return }},
 		{"profile", func() (err error) { res.Profile, err = b.profiles(ctx); return }},
 	}

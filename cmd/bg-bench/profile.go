@@ -246,14 +246,14 @@ func (b *bench) allocProfile(ctx context.Context) (IdleAllocProfile, error) {
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	var runs0 int
-	_ = b.db.QueryRow(ctx, `SELECT count(*) FROM job_runs WHERE worker_id = $1 AND status = 'succeeded'`, id).Scan(&runs0)
+	_ = b.db.QueryRow(ctx, `SELECT count(*) FROM bg_worker.job_runs WHERE worker_id = $1 AND status = 'succeeded'`, id).Scan(&runs0)
 	start := time.Now()
 	time.Sleep(time.Duration(ticks) * interval)
 	elapsed := time.Since(start)
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
 	var runs1 int
-	_ = b.db.QueryRow(ctx, `SELECT count(*) FROM job_runs WHERE worker_id = $1 AND status = 'succeeded'`, id).Scan(&runs1)
+	_ = b.db.QueryRow(ctx, `SELECT count(*) FROM bg_worker.job_runs WHERE worker_id = $1 AND status = 'succeeded'`, id).Scan(&runs1)
 	cancel()
 	<-done
 	res.Profile = filepath.Join(b.opts.profileDir, "idle-leader-allocs-"+res.Region+".pprof")

@@ -15,13 +15,18 @@ type Results struct {
 	DurationSec    float64           `json:"duration_sec"`
 	Machine        Machine           `json:"machine"`
 	BackgroundBusy float64           `json:"background_busy_before_start"`
+	LoadAvgStart   float64           `json:"load_avg_1m_start,omitempty"`
+	LoadAvgEnd     float64           `json:"load_avg_1m_end,omitempty"`
+	Tree           string            `json:"tree,omitempty"` // git rev-parse --short HEAD
 	Goals          []Goal            `json:"goals"`
 	Throughput     *ThroughputResult `json:"throughput,omitempty"`
 	CPUHead        *CPUHeadResult    `json:"cpu_per_head,omitempty"`
 	Memory         *MemoryResult     `json:"memory,omitempty"`
 	Bill           *BillResult       `json:"bill,omitempty"`
 	Idle           *IdleResult       `json:"idle,omitempty"`
-	Takeover       *TakeoverResult   `json:"takeover,omitempty"`
+	Takeover       *TakeoverResult   `json:"takeover,omitempty"` // results files before the defaults config
+	Takeovers      []*TakeoverResult `json:"takeovers,omitempty"`
+	Outage         *OutageResult     `json:"outage,omitempty"`
 	AppDB          *AppDBResult      `json:"appdb,omitempty"`
 	Profile        *ProfileResult    `json:"profile,omitempty"`
 }
@@ -144,12 +149,23 @@ func (r *Results) evaluate() {
 			add(Goal{Item: "5 idle", Measure: "allocations per replica", Value: "not measured (quick mode)", Against: "limit 10 MB/h", Goal: "< 10 MB/h"})
 		}
 	}
-	if t := r.Takeover; t != nil {
+	for _, t := range r.takeovers() {
 		for _, s := range t.Scenarios {
-			add(Goal{Item: "6 takeover", Measure: fmt.Sprintf("%s of the leader: max (median) to next run, %d trials", s.Name, len(s.Trials)),
+			class := "fenced job"
+			if s.Effects {
+				class = "job with external effects"
+			}
+			add(Goal{Item: "6 takeover", Measure: fmt.Sprintf("%s of a mid-run leader, %s, LOCK_TIMEOUT %gs: max (median) to next run, %d trials", s.Name, class, t.TimeoutSec, len(s.Trials)),
 				Value: fmt.Sprintf("%.2f s (%.2f s)", s.MaxSec, s.MedianSec), Against: fmt.Sprintf("bound %.1f s = %s", s.BoundSec, s.Bound),
 				Ratio: s.MaxVsBound, Goal: "max ≤ bound", Met: s.MaxVsBound <= 1 && s.OverlapRuns == 0 && s.OverlapWrite == 0 && s.LateWrites == 0,
 				HasLimit: true})
+		}
+	}
+	if o := r.Outage; o != nil {
+		for _, x := range o.Runs {
+			add(Goal{Item: "outage", Measure: fmt.Sprintf("S3 requests during a %.0f s bucket outage (%s), %s due, tick %g s, %s (%s)", x.OutageSec, x.Kind, kfmt(x.Due), x.TickSec, x.Tree, x.Commit),
+				Value: fmt.Sprintf("%d (%.1f per tick)", x.Total, x.PerTick), Against: "one probe per tick = 1 HeadBucket, ≤ 5 SDK attempts",
+				Ratio: x.PerTick / 5, Goal: "≤ 5 per tick, not the backlog", Met: x.PerTick <= 5, HasLimit: true})
 		}
 	}
 	if a := r.AppDB; a != nil {
@@ -191,8 +207,15 @@ func (r *Results) markdown() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
 	m := r.Machine
 	p("## Results (%s mode, %s, %.0f s)\n\n", r.Mode, r.StartedAt.Format("2006-01-02 15:04 UTC"), r.DurationSec)
-	p("Machine: %d × %s, %d GB RAM, Linux %s; %s; PostgreSQL %s; versitygw %s. Machine busy before start: %.0f%%.\n\n",
+	p("Machine: %d × %s, %d GB RAM, Linux %s; %s; PostgreSQL %s; versitygw %s. Machine busy before start: %.0f%%.",
 		m.NProc, m.CPUModel, m.MemoryGB, m.Kernel, m.Go, m.Postgres, m.Versitygw, 100*r.BackgroundBusy)
+	if r.LoadAvgStart > 0 || r.LoadAvgEnd > 0 {
+		p(" Load average (1 min) %.1f at start, %.1f at end.", r.LoadAvgStart, r.LoadAvgEnd)
+	}
+	if r.Tree != "" {
+		p(" Tree %s; `%s`.", r.Tree, r.Command)
+	}
+	p("\n\n")
 	p("| item | measure | result | against | ratio | goal | met |\n|---|---|---|---|---|---|---|\n")
 	for _, g := range r.Goals {
 		ratio := ""
@@ -318,11 +341,15 @@ func (r *Results) markdown() string {
 		}
 		p("\nAllocations: %s. S3 requests in the window: %v.\n\n", id.AllocMethod, id.Requests)
 	}
-	if t := r.Takeover; t != nil {
+	for _, t := range r.takeovers() {
 		p("### 6. Takeover: 3 replicas of the e2e binary leading `%s` (a run far longer than the test, writing through the fence every 50 ms); tick %.1f s, LOCK_HEARTBEAT %.1f s, LOCK_TIMEOUT %.1f s\n\n",
 			t.Job, t.IntervalSec, t.HeartbeatSec, t.TimeoutSec)
-		p("| fault | trials | median s | max s | bound s | max/bound | old run left `running` after, median (max) s | next run by the same replica | old run's writes after takeover | overlapping runs / interleaved writes (whole history) | each trial s |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| fault | job class | trials | median s | max s | bound s | max/bound | old run left `running` after, median (max) s | next run by the same replica | old run's writes after takeover | overlapping runs / interleaved writes (the group's whole history) | load avg | each trial s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, s := range t.Scenarios {
+			class := "fenced"
+			if s.Effects {
+				class = "external effects"
+			}
 			var each []string
 			var ends []float64
 			var maxEnd float64
@@ -331,10 +358,34 @@ func (r *Results) markdown() string {
 				ends = append(ends, tr.OldRunEndSec)
 				maxEnd = max(maxEnd, tr.OldRunEndSec)
 			}
-			p("| %s | %d | %.2f | %.2f | %.1f (%s) | %.2f | %.2f (%.2f) | %d | %d | %d / %d | %s |\n", s.Name, len(s.Trials), s.MedianSec, s.MaxSec,
-				s.BoundSec, s.Bound, s.MaxVsBound, median(ends), maxEnd, s.SameReplica, s.LateWrites, s.OverlapRuns, s.OverlapWrite, strings.Join(each, " "))
+			p("| %s | %s | %d | %.2f | %.2f | %.1f (%s) | %.2f | %.2f (%.2f) | %d | %d | %d / %d | %.1f | %s |\n", s.Name, class, len(s.Trials), s.MedianSec, s.MaxSec,
+				s.BoundSec, s.Bound, s.MaxVsBound, median(ends), maxEnd, s.SameReplica, s.LateWrites, s.OverlapRuns, s.OverlapWrite, s.LoadAvg, strings.Join(each, " "))
 		}
 		p("\n")
+	}
+	if o := r.Outage; o != nil && len(o.Runs) > 0 {
+		x0 := o.Runs[0]
+		p("### Bucket outage: 3 replicas leading sync-uploads, %s due, SYNC_CONCURRENCY %d, L = %.0f ms, tick %g s; the bucket cut for %.0f s once the first run has sent 2,000 HEADs\n\n",
+			kfmt(x0.Due), x0.Concurrency, x0.LatencyMs, x0.TickSec, x0.OutageSec)
+		p("reset: every request's connection is reset at once; stall: requests are held unanswered (the SDK's 10 s attempt timeout ends them). Requests are counted at the proxy from the cut to the heal.\n\n")
+		p("| cut | tree | requests during the cut | per tick | HeadObject | HeadBucket | runs during the cut (by status) | running at heal | lock holders | recovery after heal s | load avg | first run error |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range o.Runs {
+			var runs []string
+			for _, k := range sortedKeys(x.Runs) {
+				runs = append(runs, fmt.Sprintf("%s %d", k, x.Runs[k]))
+			}
+			rec := fmt.Sprintf("%.1f", x.RecoverySec)
+			if x.RecoverySec < 0 {
+				rec = fmt.Sprintf("> %.0f", x.RecoveryLimitSec)
+			}
+			p("| %s | %s (%s) | %d | %.1f | %d | %d | %s | %d | %d | %s | %.1f | %s |\n", x.Kind, x.Tree, x.Commit, x.Total, x.PerTick,
+				x.Requests[opHeadObject], x.Requests[opHeadBucket], strings.Join(runs, ", "), x.RunsRunningAtEnd, x.Holders, rec, x.LoadAvg,
+				strings.ReplaceAll(x.FirstError, "|", "\\|"))
+		}
+		p("\n")
+		if o.Note != "" {
+			p("%s\n\n", o.Note)
+		}
 	}
 	if a := r.AppDB; a != nil && len(a.Variants) > 0 {
 		p("%s", a.markdown())
@@ -353,6 +404,18 @@ func (r *Results) markdown() string {
 		p("\n")
 	}
 	return w.String()
+}
+
+// takeovers are the takeover item's configurations (one in results files written before
+// the production-defaults configuration).
+func (r *Results) takeovers() []*TakeoverResult {
+	if len(r.Takeovers) > 0 {
+		return r.Takeovers
+	}
+	if r.Takeover != nil {
+		return []*TakeoverResult{r.Takeover}
+	}
+	return nil
 }
 
 func t0(r *Results) ThroughputResult {

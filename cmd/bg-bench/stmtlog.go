@@ -130,6 +130,10 @@ func sqlKind(sql string) string {
 		return "listen"
 	case strings.Contains(ls, "pg_notify"):
 		return "notify"
+	case strings.Contains(s, "upload_mapping"):
+		return "schema:fingerprint" // the installed mapping's fingerprint (start-up)
+	case strings.Contains(s, "n.oid IS NOT NULL") && strings.Contains(ls, "has_schema_privilege"):
+		return "schema:access" // the worker's schema exists and is usable (start-up)
 	case strings.Contains(s, "worker_lock_holders"):
 		return "status:holders"
 	case strings.Contains(s, "schema_migrations") || strings.Contains(ls, "migration"):

@@ -76,15 +76,18 @@ type MemoryResult struct {
 }
 
 // onceOnly are the statements `bg-worker once` sends around a run that a leader's
-// scheduled run does not (JobRunStartManual stands in for the leader's JobRunClaim).
-var onceOnly = map[string]bool{"schema:version": true, "WorkerJobRegister": true, "listen": true,
+// scheduled run does not (JobRunStartManual stands in for the leader's JobRunClaim):
+// the start-up checks (schema version, schema access, the mapping's fingerprint), job
+// registration, the lock and its holder record, LISTEN and the takeover check.
+var onceOnly = map[string]bool{"schema:version": true, "schema:access": true, "schema:fingerprint": true,
+	"WorkerJobRegister": true, "listen": true,
 	"lock:try": true, "lock:unlock": true, "JobRunListRunning": true, "WorkerJobSetHolder": true}
 
 // recount derives the per-run statement figures from the classified counts.
 func (r *SyncRun) recount() {
 	r.RunStatements = r.Statements
 	for k, n := range r.StatementKinds {
-		if onceOnly[k] {
+		if onceOnly[k] || startupCheck(k) {
 			r.RunStatements -= n
 		}
 	}
