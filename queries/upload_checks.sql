@@ -40,3 +40,14 @@ WHERE seq IN (
 -- Deletes up to @max_rows state rows whose upload the application deleted or resolved.
 DELETE FROM upload_checks
 WHERE seq IN (SELECT s.seq FROM upload_checks_stale s LIMIT @max_rows);
+
+-- name: UploadCheckAnyUnregistered :one
+-- Whether any PENDING upload under the prefix has no open state row (new, or set PENDING
+-- again): an idle tick skips the fenced registration transaction when not.
+SELECT EXISTS (
+    SELECT 1
+    FROM uploads_pending p
+    LEFT JOIN upload_checks c ON c.upload_id = p.upload_id
+    WHERE starts_with(p.object_key, @prefix::text)
+      AND (c.upload_id IS NULL OR c.resolved_at IS NOT NULL)
+)::boolean AS any;

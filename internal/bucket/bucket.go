@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -156,6 +157,8 @@ type Client struct {
 	bucket   string
 	observer func(op, outcome string)
 	pageSize int32
+	// probe makes CheckBucket's calls retry at most once.
+	probe func(*s3.Options)
 }
 
 // New validates cfg and builds a Client. It makes no request.
@@ -188,7 +191,9 @@ func New(cfg Config) (*Client, error) {
 			addAttemptTimeout(cfg.RequestTimeout),
 		},
 	}
+	probeN := min(cfg.MaxAttempts, checkBucketAttempts)
 	return &Client{
+		probe:    func(o *s3.Options) { o.Retryer = retry.AddWithMaxAttempts(o.Retryer, probeN) },
 		s3:       s3.New(opts),
 		bucket:   cfg.Bucket,
 		observer: cfg.Observer,
@@ -351,6 +356,9 @@ func (c *Client) Head(ctx context.Context, key string) (Object, error) {
 	}, nil
 }
 
+// checkBucketAttempts bounds CheckBucket's tries (the client's other calls use MaxAttempts).
+const checkBucketAttempts = 2
+
 // CheckBucket verifies that the bucket exists and the credentials may use it
 // (HeadBucket). A missing bucket gives ErrNoSuchBucket; rejected credentials
 // give ErrAccessDenied.
@@ -359,14 +367,17 @@ func (c *Client) Head(ctx context.Context, key string) (Object, error) {
 // ListObjectsV2, whose error body names the cause: some stores answer 404 for
 // an unknown access key (versitygw: XAdminUserNotFound), which is then
 // reported as ErrAccessDenied, not as a missing bucket.
+//
+// It is the one probe a run sends while the bucket is down, so it retries once at most
+// (checkBucketAttempts): the next tick probes again anyway.
 func (c *Client) CheckBucket(ctx context.Context) error {
-	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(c.bucket)})
+	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(c.bucket)}, c.probe)
 	err = classify(OpHeadBucket, c.bucket, "", err)
 	c.observe(OpHeadBucket, err)
 	if !errors.Is(err, ErrNoSuchBucket) {
 		return err
 	}
-	_, lerr := c.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(c.bucket), MaxKeys: aws.Int32(1)})
+	_, lerr := c.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(c.bucket), MaxKeys: aws.Int32(1)}, c.probe)
 	lerr = classify(OpList, c.bucket, "", lerr)
 	c.observe(OpList, lerr)
 	switch {

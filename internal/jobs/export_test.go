@@ -11,3 +11,12 @@ func SyncUploadsSized(d Deps, pageSize, batchSize int, flushEvery time.Duration)
 	j.Run = s.run
 	return j
 }
+
+// SyncUploadsStallAfter is sync-uploads whose stall watch fires after limit.
+func SyncUploadsStallAfter(d Deps, limit time.Duration) Job {
+	j := newSyncUploads(d)
+	s := newSyncUploadsJob(d)
+	s.stallLimit = limit
+	j.Run = s.run
+	return j
+}

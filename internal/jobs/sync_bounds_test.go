@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bg-worker/bg-worker/internal/bucket"
 	"github.com/bg-worker/bg-worker/internal/faultproxy"
+	"github.com/bg-worker/bg-worker/internal/jobs"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
@@ -179,5 +181,48 @@ func TestSyncUploadsStopsWhenTheBucketStopsAnswering(t *testing.T) {
 	}
 	if int64(backedOff) != res.Stats["retry_later"] || backedOff+due != 300 {
 		t.Errorf("%d backed off (run: %d to retry), %d still due; want them to add up to 300", backedOff, res.Stats["retry_later"], due)
+	}
+}
+
+// A bucket that stops answering altogether (requests hang) stops the run once no HEAD
+// has completed for the stall limit, instead of waiting out every request's retries.
+func TestSyncUploadsStopsWhenTheBucketHangs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	cfg := h.config()
+	cfg.SyncConcurrency = 4
+	c := h.client(func(bc *bucket.Config) { bc.RequestTimeout, bc.MaxAttempts = 30*time.Second, 1 })
+	job := jobs.SyncUploadsStallAfter(h.deps(cfg, c), time.Second)
+	var keys []string
+	for i := range 50 {
+		keys = append(keys, fmt.Sprintf("s/%03d", i))
+	}
+	h.insertUploads(0, keys...)
+	if err := h.proxy.SetConfig(faultproxy.Config{Stall: 1, StallFor: time.Minute, Match: func(r *http.Request) bool {
+		return strings.Contains(r.URL.Path, "/s/") // object HEADs only: the bucket check passes
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	res := h.run(job, runOpts{})
+	took := time.Since(started)
+	if res.Status != store.StatusFailed || !strings.Contains(res.Row.Error, "bucket not answering") ||
+		!strings.Contains(res.Row.Error, "none answered for") {
+		t.Fatalf("run: %s, error %q", res.Status, res.Row.Error)
+	}
+	if took > 5*time.Second {
+		t.Errorf("run took %s against a hanging bucket; the stall limit is 1s", took)
+	}
+	if n := h.proxy.Stats().ByMethod[http.MethodHead]; n > int64(cfg.SyncConcurrency)+1 {
+		t.Errorf("%d HEADs sent; want only the first %d in flight (plus the bucket check)", n, cfg.SyncConcurrency)
+	}
+	if rows := h.uploads(); len(rows) != 50 {
+		t.Fatalf("%d rows", len(rows))
+	} else {
+		for _, r := range rows {
+			if r.Status != store.UploadPending || r.CheckCount != 0 {
+				t.Errorf("%q changed: %s", r.Key, fmtRow(r))
+			}
+		}
 	}
 }

@@ -62,6 +62,7 @@ type syncUploads struct {
 	// mean the bucket stopped answering: the run stops instead of working through the
 	// backlog one timeout at a time.
 	abortAfter int64
+	stallLimit time.Duration
 }
 
 // Run bounds (README, "Failure bounds"): a run stops starting HEADs after
@@ -101,6 +102,7 @@ func newSyncUploadsJob(d Deps) *syncUploads {
 		table:    c.Uploads.QualifiedTable(),
 		pageSize: syncPageSize, batchSize: syncBatchSize, flushEvery: syncFlushEvery,
 		abortAfter: int64(max(2*conc, 16)),
+		stallLimit: syncStallLimit,
 	}
 }
 
@@ -121,6 +123,8 @@ type syncCounts struct {
 	batches                                           atomic.Int64
 	// consecutive transient failures since the last definite answer
 	consecutive atomic.Int64
+	// HEADs in flight, and when one last completed (unix ns): the stall watch
+	inFlight, lastDone atomic.Int64
 
 	firstErrOnce sync.Once
 	firstErr     error
@@ -139,14 +143,21 @@ func (s *syncUploads) run(ctx context.Context, r Run) error {
 		return errNoBucket
 	}
 	// New PENDING rows of the application's table get the worker's state row (fenced: it
-	// is a write like any other), then the summary counts what is due.
+	// is a write like any other; skipped, with its transaction, when there is none), then
+	// the summary counts what is due.
 	var registered int64
-	if err := r.Fenced(ctx, func(tx *store.Store) error {
-		var err error
-		registered, err = tx.UploadRegister(ctx, s.prefix)
-		return err
-	}); err != nil {
+	fresh, err := r.Store().UploadAnyUnregistered(ctx, s.prefix)
+	if err != nil {
 		return s.dbErr(log, err)
+	}
+	if fresh {
+		if err := r.Fenced(ctx, func(tx *store.Store) error {
+			var err error
+			registered, err = tx.UploadRegister(ctx, s.prefix)
+			return err
+		}); err != nil {
+			return s.dbErr(log, err)
+		}
 	}
 	r.Stats().Set("registered", registered)
 	sum, err := r.Store().UploadDueSummary(ctx, s.prefix)
@@ -230,6 +241,8 @@ func (s *syncUploads) check(ctx context.Context, r Run, sum store.UploadDue, c *
 	// in hand are still written when the fan-out stops for a bucket error.
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	stopWatch := s.watchStall(fctx, c, cancel)
+	defer stopWatch()
 	budget := s.budget(sum.Due)
 	deadlineErr := fmt.Errorf("run budget %s exceeded (%d due, SYNC_CONCURRENCY %d): stopped starting HEADs; the rest are due next tick", budget, sum.Due, s.concurrency)
 	fctx, cancelBudget := context.WithTimeoutCause(fctx, budget, deadlineErr)
@@ -262,6 +275,8 @@ func (s *syncUploads) check(ctx context.Context, r Run, sum store.UploadDue, c *
 		return context.Cause(ctx)
 	case errors.Is(context.Cause(fctx), deadlineErr):
 		return deadlineErr
+	case errors.Is(context.Cause(fctx), errBucketStalled):
+		return context.Cause(fctx)
 	case readErr != nil:
 		return readErr
 	}
@@ -304,7 +319,10 @@ func (s *syncUploads) head(ctx context.Context, log *slog.Logger, debug bool, u 
 	if s.metrics != nil {
 		s.metrics.FanoutInFlight.Inc()
 	}
+	c.inFlight.Add(1)
 	obj, err := s.bucket.Head(ctx, u.Key)
+	c.inFlight.Add(-1)
+	c.lastDone.Store(time.Now().UnixNano())
 	if s.metrics != nil {
 		s.metrics.FanoutInFlight.Dec()
 	}
@@ -351,6 +369,40 @@ func (s *syncUploads) head(ctx context.Context, log *slog.Logger, debug bool, u 
 		}
 	}
 	return nil
+}
+
+// syncStallLimit: HEADs in flight and none completing for this long (three attempt
+// timeouts) means the bucket stopped answering: the run stops rather than wait out every
+// request's retries.
+const syncStallLimit = 30 * time.Second
+
+var errBucketStalled = errors.New("bucket not answering")
+
+// watchStall stops the fan-out (cancel) when HEADs are in flight and none has completed
+// for syncStallLimit; the returned func stops the watch.
+func (s *syncUploads) watchStall(ctx context.Context, c *syncCounts, cancel context.CancelCauseFunc) func() {
+	c.lastDone.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				idle := now.Sub(time.Unix(0, c.lastDone.Load()))
+				if c.inFlight.Load() > 0 && idle > s.stallLimit {
+					cancel(fmt.Errorf("%w: %d HEAD requests in flight and none answered for %s; stopped this run (the rest are due next tick)",
+						errBucketStalled, c.inFlight.Load(), idle.Round(time.Second)))
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // bucketDownError stops a run whose HEADs keep failing with no definite answer.

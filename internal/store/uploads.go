@@ -46,6 +46,16 @@ func (s *Store) UploadRegister(ctx context.Context, prefix string) (int64, error
 	return n, nil
 }
 
+// UploadAnyUnregistered reports whether UploadRegister would register anything (one
+// read, so an idle tick needs no write transaction).
+func (s *Store) UploadAnyUnregistered(ctx context.Context, prefix string) (bool, error) {
+	any, err := s.q.UploadCheckAnyUnregistered(ctx, prefix)
+	if err != nil {
+		return false, fmt.Errorf("look for new pending uploads: %w", err)
+	}
+	return any, nil
+}
+
 // UploadDueSummary counts PENDING and due uploads whose key starts with prefix ("" for all).
 func (s *Store) UploadDueSummary(ctx context.Context, prefix string) (UploadDue, error) {
 	r, err := s.q.UploadDueSummary(ctx, prefix)

@@ -10,6 +10,25 @@ import (
 	"time"
 )
 
+const uploadCheckAnyUnregistered = `-- name: UploadCheckAnyUnregistered :one
+SELECT EXISTS (
+    SELECT 1
+    FROM uploads_pending p
+    LEFT JOIN upload_checks c ON c.upload_id = p.upload_id
+    WHERE starts_with(p.object_key, $1::text)
+      AND (c.upload_id IS NULL OR c.resolved_at IS NOT NULL)
+)::boolean AS any
+`
+
+// Whether any PENDING upload under the prefix has no open state row (new, or set PENDING
+// again): an idle tick skips the fenced registration transaction when not.
+func (q *Queries) UploadCheckAnyUnregistered(ctx context.Context, prefix string) (bool, error) {
+	row := q.db.QueryRow(ctx, uploadCheckAnyUnregistered, prefix)
+	var any bool
+	err := row.Scan(&any)
+	return any, err
+}
+
 const uploadCheckApply = `-- name: UploadCheckApply :many
 SELECT seq, upload_id, first_seen_at, check_count, next_check_at, last_checked_at, last_error, outcome, resolved_at, error_count
 FROM upload_checks_apply($1::text[], $2::text[], $3::bigint[],
