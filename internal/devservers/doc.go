@@ -1,4 +1,4 @@
-// Package localstack starts throwaway local servers for development tools (cmd/bg-demo, the
+// Package devservers starts throwaway local servers for development tools (cmd/bg-demo, the
 // bench): a PostgreSQL server from the initdb/postgres binaries on PATH and versitygw, an
 // S3-compatible gateway serving a local directory. internal/testenv, the test harness,
 // starts its servers with it too.
@@ -21,4 +21,4 @@
 // PostgreSQL refuses to run as root. As root, initdb and postgres run with the postgres
 // user's uid and gid (set directly on the child, no runuser or sudo needed) in a directory
 // owned by that user.
-package localstack
+package devservers

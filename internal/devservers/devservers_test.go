@@ -1,4 +1,4 @@
-package localstack_test
+package devservers_test
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/bg-worker/bg-worker/internal/localstack"
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 // unavailable skips, or fails under CI=true.
@@ -49,7 +49,7 @@ func TestPostgres(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := localstack.StartPostgres(ctx, localstack.PostgresOptions{Settings: map[string]string{"max_connections": "50"}})
+	pg, err := devservers.StartPostgres(ctx, devservers.PostgresOptions{Settings: map[string]string{"max_connections": "50"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestPostgres(t *testing.T) {
 	}
 
 	pid, dir := pg.PID(), pg.Dir
-	if !localstack.Alive(pid) || len(localstack.ProcessesUsing(dir)) == 0 {
+	if !devservers.Alive(pid) || len(devservers.ProcessesUsing(dir)) == 0 {
 		t.Fatalf("postmaster %d not alive or not found using %s", pid, dir)
 	}
 	if err := pg.Stop(); err != nil {
@@ -110,8 +110,8 @@ func TestPostgres(t *testing.T) {
 	if err := pg.Start(ctx); err == nil {
 		t.Error("Start after Stop succeeded")
 	}
-	if localstack.Alive(pid) || fileExists(dir) || len(localstack.ProcessesUsing(dir)) > 0 {
-		t.Errorf("after Stop: alive %v, dir exists %v, users %v", localstack.Alive(pid), fileExists(dir), localstack.ProcessesUsing(dir))
+	if devservers.Alive(pid) || fileExists(dir) || len(devservers.ProcessesUsing(dir)) > 0 {
+		t.Errorf("after Stop: alive %v, dir exists %v, users %v", devservers.Alive(pid), fileExists(dir), devservers.ProcessesUsing(dir))
 	}
 }
 
@@ -119,7 +119,7 @@ func TestVersitygw(t *testing.T) {
 	bin := versitygwBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	v, err := localstack.StartVersitygw(ctx, localstack.VersitygwOptions{Bin: bin})
+	v, err := devservers.StartVersitygw(ctx, devservers.VersitygwOptions{Bin: bin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,13 +139,13 @@ func TestVersitygw(t *testing.T) {
 	if err := v.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if localstack.Alive(pid) || fileExists(dir) {
-		t.Errorf("after Stop: alive %v, dir exists %v", localstack.Alive(pid), fileExists(dir))
+	if devservers.Alive(pid) || fileExists(dir) {
+		t.Errorf("after Stop: alive %v, dir exists %v", devservers.Alive(pid), fileExists(dir))
 	}
 }
 
 func TestTempDir(t *testing.T) {
-	d, err := localstack.TempDir("", "localstack-test-")
+	d, err := devservers.TempDir("", "devservers-test-")
 	if err != nil {
 		t.Fatal(err)
 	}

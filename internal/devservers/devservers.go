@@ -1,4 +1,4 @@
-package localstack
+package devservers
 
 import (
 	"errors"
@@ -74,7 +74,7 @@ func startWatchdog(dir string) (*watchdog, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "localstack-watchdog", dir)
+	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "devservers-watchdog", dir)
 	cmd.Stdin = r
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -1,4 +1,4 @@
-package localstack
+package devservers
 
 import (
 	"context"
@@ -265,7 +265,7 @@ func VersitygwBinary(ctx context.Context) (string, error) {
 	if err := os.Rename(tmp, bin); err != nil { // atomic: no one runs a half-written binary
 		return "", err
 	}
-	fmt.Fprintf(os.Stderr, "localstack: built %s in %s\n", bin, time.Since(start).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "devservers: built %s in %s\n", bin, time.Since(start).Round(time.Second))
 	return bin, nil
 }
 
