@@ -15,8 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bg-worker/bg-worker/internal/devservers"
 	"github.com/bg-worker/bg-worker/internal/faultproxy"
-	"github.com/bg-worker/bg-worker/internal/localstack"
 	"github.com/bg-worker/bg-worker/internal/store"
 	"github.com/bg-worker/bg-worker/migrations"
 )
@@ -35,10 +35,10 @@ type bench struct {
 	opts options
 	repo string
 	work string // binaries and replica logs
-	dir  *localstack.Dir
+	dir  *devservers.Dir
 
-	pg    *localstack.Postgres
-	s3    *localstack.Versitygw
+	pg    *devservers.Postgres
+	s3    *devservers.Versitygw
 	proxy *faultproxy.Proxy
 	reqs  *classifier
 	stmts *stmtLog
@@ -76,7 +76,7 @@ func (b *bench) start(ctx context.Context) (err error) {
 		}
 		b.work = b.opts.keep
 	} else {
-		if b.dir, err = localstack.TempDir("", "bg-bench-"); err != nil {
+		if b.dir, err = devservers.TempDir("", "bg-bench-"); err != nil {
 			return err
 		}
 		b.work = b.dir.Path
@@ -92,7 +92,7 @@ func (b *bench) start(ctx context.Context) (err error) {
 	}
 	b.logf("built %s and %s (-tags e2e)", b.bin, b.binE2E)
 
-	b.pg, err = localstack.StartPostgres(ctx, localstack.PostgresOptions{Settings: pgSettings})
+	b.pg, err = devservers.StartPostgres(ctx, devservers.PostgresOptions{Settings: pgSettings})
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (b *bench) start(ctx context.Context) (err error) {
 	}
 	b.logf("postgres on port %d (log %s)", b.pg.Port, b.pg.LogFile)
 
-	b.s3, err = localstack.StartVersitygw(ctx, localstack.VersitygwOptions{Bin: b.opts.versitygw})
+	b.s3, err = devservers.StartVersitygw(ctx, devservers.VersitygwOptions{Bin: b.opts.versitygw})
 	if err != nil {
 		return err
 	}
@@ -342,7 +342,7 @@ func (b *bench) runOnce(ctx context.Context, id, job, bucketName string, extra m
 		r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	if r.exit != 0 {
-		return r, fmt.Errorf("bg-worker once %s (%s): exit %d: %s\n%s", job, id, r.exit, r.stdout, localstack.LogTail(logPath))
+		return r, fmt.Errorf("bg-worker once %s (%s): exit %d: %s\n%s", job, id, r.exit, r.stdout, devservers.LogTail(logPath))
 	}
 	return r, nil
 }
@@ -511,7 +511,7 @@ func (b *bench) lastRun(ctx context.Context, workerID, job string) (runRow, erro
 
 // s3Target is a versitygw behind its own latency proxy.
 type s3Target struct {
-	s3    *localstack.Versitygw
+	s3    *devservers.Versitygw
 	proxy *faultproxy.Proxy
 	reqs  *classifier
 }
@@ -526,7 +526,7 @@ func (b *bench) withRegion(ctx context.Context, region string, fn func() error) 
 		return fn()
 	}
 	if b.alt == nil {
-		v, err := localstack.StartVersitygw(ctx, localstack.VersitygwOptions{Bin: b.opts.versitygw, Region: region,
+		v, err := devservers.StartVersitygw(ctx, devservers.VersitygwOptions{Bin: b.opts.versitygw, Region: region,
 			AccessKey: b.s3.AccessKey, SecretKey: b.s3.SecretKey})
 		if err != nil {
 			return err

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bg-worker/bg-worker/internal/localstack"
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 // IdleReplica is one replica's cost over the idle window.
@@ -167,7 +167,7 @@ func (b *bench) idle(ctx context.Context) (*IdleResult, error) {
 		}
 	}()
 	for i := 1; i <= 3; i++ {
-		port, err := localstack.FreePort()
+		port, err := devservers.FreePort()
 		if err != nil {
 			return nil, err
 		}

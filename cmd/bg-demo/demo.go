@@ -21,7 +21,7 @@ import (
 
 	"github.com/bg-worker/bg-worker/internal/appshapes"
 	"github.com/bg-worker/bg-worker/internal/config"
-	"github.com/bg-worker/bg-worker/internal/localstack"
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 const (
@@ -38,9 +38,9 @@ type demo struct {
 	start time.Time
 
 	workerBin string
-	binDir    *localstack.Dir
-	pg        *localstack.Postgres
-	s3        *localstack.Versitygw
+	binDir    *devservers.Dir
+	pg        *devservers.Postgres
+	s3        *devservers.Versitygw
 	dbURL     string
 	db        *pgxpool.Pool
 	seed      *seedPlan
@@ -163,7 +163,7 @@ func (d *demo) setup(ctx context.Context) error {
 	}
 
 	t := time.Now()
-	d.pg, err = localstack.StartPostgres(ctx, localstack.PostgresOptions{})
+	d.pg, err = devservers.StartPostgres(ctx, devservers.PostgresOptions{})
 	if d.pg != nil {
 		d.trackDir(d.pg.Dir)
 		d.trackPID(d.pg.PID())
@@ -178,7 +178,7 @@ func (d *demo) setup(ctx context.Context) error {
 	d.out.demo("PostgreSQL up in %s (pid %d): %s", time.Since(t).Round(time.Millisecond), d.pg.PID(), d.dbURL)
 
 	t = time.Now()
-	d.s3, err = localstack.StartVersitygw(ctx, localstack.VersitygwOptions{Bin: vgw, Region: "auto"})
+	d.s3, err = devservers.StartVersitygw(ctx, devservers.VersitygwOptions{Bin: vgw, Region: "auto"})
 	if d.s3 != nil {
 		d.trackDir(d.s3.Dir)
 		d.trackPID(d.s3.PID())
@@ -216,7 +216,7 @@ func (d *demo) setup(ctx context.Context) error {
 	d.out.demoBlock(d.seed.describe(time.Since(t), d.opts))
 
 	for i := 1; i <= d.opts.replicas; i++ {
-		port, err := localstack.FreePort()
+		port, err := devservers.FreePort()
 		if err != nil {
 			return err
 		}
@@ -476,12 +476,12 @@ func (d *demo) leakCheck() []string {
 	d.mu.Unlock()
 	var leaks []string
 	for _, pid := range pids {
-		if localstack.Alive(pid) {
+		if devservers.Alive(pid) {
 			leaks = append(leaks, fmt.Sprintf("process %d still running", pid))
 		}
 	}
 	for _, dir := range dirs {
-		for _, p := range localstack.ProcessesUsing(dir) {
+		for _, p := range devservers.ProcessesUsing(dir) {
 			leaks = append(leaks, "process using "+dir+": "+p)
 		}
 		if _, err := os.Stat(dir); err == nil {
@@ -508,7 +508,7 @@ func (d *demo) buildWorker(ctx context.Context, root string) error {
 		return errors.New("not inside the bg-worker repository: run from it (make demo) or pass --worker-bin")
 	}
 	var err error
-	if d.binDir, err = localstack.TempDir("", "bg-demo-bin-"); err != nil {
+	if d.binDir, err = devservers.TempDir("", "bg-demo-bin-"); err != nil {
 		return err
 	}
 	d.trackDir(d.binDir.Path)

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bg-worker/bg-worker/internal/localstack"
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 // The demo is exercised as a user runs it: the real bg-demo binary, which builds and runs
@@ -213,12 +213,12 @@ func assertNothingLeft(t *testing.T, out string, timeout time.Duration) {
 	for {
 		var left []string
 		for _, pid := range pids {
-			if localstack.Alive(pid) {
+			if devservers.Alive(pid) {
 				left = append(left, "pid "+strconv.Itoa(pid))
 			}
 		}
 		for _, dir := range dirs {
-			left = append(left, localstack.ProcessesUsing(dir)...)
+			left = append(left, devservers.ProcessesUsing(dir)...)
 			if _, err := os.Stat(dir); err == nil {
 				left = append(left, "directory "+dir)
 			}

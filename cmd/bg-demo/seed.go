@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bg-worker/bg-worker/internal/appshapes"
-	"github.com/bg-worker/bg-worker/internal/localstack"
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 // orphanMinAge is the replicas' ORPHAN_MIN_AGE: half the seeded orphans are older.
@@ -69,7 +69,7 @@ type seedPlan struct {
 
 // seed writes upload rows into the shape's table and bucket objects: a mix the worker
 // must sort out.
-func seed(ctx context.Context, db *pgxpool.Pool, shape appshapes.Shape, s3s *localstack.Versitygw, bucket string, n int) (*seedPlan, error) {
+func seed(ctx context.Context, db *pgxpool.Pool, shape appshapes.Shape, s3s *devservers.Versitygw, bucket string, n int) (*seedPlan, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := time.Now()
 	var (

@@ -63,7 +63,7 @@
 //
 // # Leaks
 //
-// The servers are started by internal/localstack. PostgreSQL (the postmaster itself, not
+// The servers are started by internal/devservers. PostgreSQL (the postmaster itself, not
 // pg_ctl) and versitygw run as children of the test binary, each in its own process group,
 // and get SIGKILL when the test binary dies, even by kill -9 (Pdeathsig); PostgreSQL's
 // backends exit on their own when the postmaster dies. Every server's temporary directory

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/bg-worker/bg-worker/internal/config"
-	"github.com/bg-worker/bg-worker/internal/localstack"
+	"github.com/bg-worker/bg-worker/internal/devservers"
 	"github.com/bg-worker/bg-worker/migrations"
 )
 
@@ -23,7 +23,7 @@ import (
 // a local one.
 type PostgresServer struct {
 	ext *url.URL             // external server; pg is nil then
-	pg  *localstack.Postgres // local server
+	pg  *devservers.Postgres // local server
 
 	cloneMu sync.Mutex // CREATE DATABASE ... TEMPLATE fails while another session uses the template
 	tplOnce sync.Once
@@ -172,7 +172,7 @@ func (s *PostgresServer) withLog(err error) error {
 	if s.ext != nil {
 		return err
 	}
-	return localstack.WithLog(err, s.pg.LogFile)
+	return devservers.WithLog(err, s.pg.LogFile)
 }
 
 // externalPostgres uses the server named by TEST_DATABASE_URL.
@@ -196,7 +196,7 @@ func externalPostgres(raw string) (*PostgresServer, error) {
 func startPostgres() (*PostgresServer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := localstack.StartPostgres(ctx, localstack.PostgresOptions{
+	pg, err := devservers.StartPostgres(ctx, devservers.PostgresOptions{
 		Pattern:  "testenv-pg-",
 		Settings: map[string]string{"max_connections": "300"},
 	})

@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/bg-worker/bg-worker/internal/localstack"
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 // BucketInfo says how to reach a test's bucket.
@@ -73,15 +73,15 @@ func sharedS3Server() (*s3Server, error) {
 }
 
 // startVersitygw starts the local S3 server: versitygw's posix backend serving a temp
-// directory, from the binary localstack.VersitygwBinary finds or builds.
-func startVersitygw() (*localstack.Versitygw, error) {
+// directory, from the binary devservers.VersitygwBinary finds or builds.
+func startVersitygw() (*devservers.Versitygw, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	bin, err := localstack.VersitygwBinary(ctx)
+	bin, err := devservers.VersitygwBinary(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("versitygw: %w", err)
 	}
-	return localstack.StartVersitygw(ctx, localstack.VersitygwOptions{Bin: bin, Pattern: "testenv-s3-"})
+	return devservers.StartVersitygw(ctx, devservers.VersitygwOptions{Bin: bin, Pattern: "testenv-s3-"})
 }
 
 // Bucket creates a fresh, uniquely named bucket on the shared S3 server and returns how to
