@@ -170,48 +170,53 @@ type runOpts struct {
 	cancelOnLockLoss bool
 }
 
-// run executes one run of job for real: a dedicated lock session takes the job's
-// advisory lock, a manual run row is claimed with that session's pid, and
-// scheduler.RunJob runs the job with the real fencing and records its outcome.
+// run executes one run of job for real, through the production path: scheduler.RunNow
+// takes the job's advisory lock on a dedicated session (with a fast heartbeat), claims a
+// manual run with that session's pid, runs the job with the real fencing and records its
+// outcome. A hook on the run marks where the job starts (before, during, the log and
+// statement counts) and where it ends.
 func (h *harness) run(job jobs.Job, o runOpts) runResult {
 	h.t.Helper()
-	ctx := h.ctx
 	connCfg, err := store.ParseConfig(h.url, "jobs-test-lock")
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	key := lock.KeyFor(job.Name)
-	sess := lock.NewSession(connCfg, key, lock.Options{Heartbeat: lockHeartbeat, Timeout: 2 * time.Second})
-	lease, _, err := sess.TryAcquire(ctx)
-	if err != nil || lease == nil {
-		h.t.Fatalf("take lock of %s: lease %v, %v", job.Name, lease, err)
+	var (
+		wg       sync.WaitGroup
+		logStart int
+		stmts    int64
+		stmtsBy  map[string]int64
+		runErr   error
+	)
+	hook := harnessHook{
+		started: func(info scheduler.RunInfo) {
+			if o.during != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); o.during(info.LockPID) }()
+			}
+			if o.before != nil {
+				o.before(info.LockPID)
+			}
+			logStart = h.logs.Len()
+			h.stmts.Reset()
+		},
+		ended: func(_ scheduler.RunInfo, _ string, err error) {
+			stmts, stmtsBy = h.stmts.Total(), h.stmts.By()
+			runErr = err
+		},
 	}
-	defer func() { _ = sess.Release(context.WithoutCancel(ctx)) }()
-	claim, err := h.st.StartManualRun(ctx, job.Name, "jobs-test", lease.PID, "")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-
-	runCtx, cancel := context.WithCancelCause(ctx)
-	if o.cancelOnLockLoss {
-		runCtx, cancel = scheduler.WithLease(ctx, lease)
-	}
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	if o.during != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); o.during(lease.PID) }()
-	}
-	if o.before != nil {
-		o.before(lease.PID)
-	}
-	logStart := h.logs.Len()
-	h.stmts.Reset()
-	status, runErr := scheduler.RunJob(runCtx, h.st, h.log.With(logging.Component, job.Name), job, key, lease.PID, claim, store.TriggerManual)
-	stmts, stmtsBy := h.stmts.Total(), h.stmts.By()
+	res, err := scheduler.RunNow(h.ctx, scheduler.RunNowOptions{
+		Store: h.st, ConnConfig: connCfg, Logger: h.log, WorkerID: "jobs-test",
+		Lock:                   lock.Options{Heartbeat: lockHeartbeat, Timeout: 2 * time.Second},
+		Hooks:                  []scheduler.RunHook{hook},
+		KeepRunningOnLeaseLoss: !o.cancelOnLockLoss,
+	}, job)
 	wg.Wait()
+	if err != nil || !res.Here {
+		h.t.Fatalf("run %s here: %+v, %v", job.Name, res, err)
+	}
 
-	row, err := h.st.GetRun(ctx, claim.RunID)
+	row, err := h.st.GetRun(h.ctx, res.RunID)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -219,7 +224,18 @@ func (h *harness) run(job jobs.Job, o runOpts) runResult {
 	if err := json.Unmarshal(row.Stats, &stats); err != nil {
 		h.t.Fatalf("stats %s: %v", row.Stats, err)
 	}
-	return runResult{Status: status, Err: runErr, Row: row, Stats: stats, Logs: h.logs.From(logStart), Stmts: stmts, StmtsBy: stmtsBy}
+	return runResult{Status: res.Status, Err: runErr, Row: row, Stats: stats, Logs: h.logs.From(logStart), Stmts: stmts, StmtsBy: stmtsBy}
+}
+
+// harnessHook is a scheduler.RunHook of funcs.
+type harnessHook struct {
+	started func(scheduler.RunInfo)
+	ended   func(scheduler.RunInfo, string, error)
+}
+
+func (k harnessHook) RunStarted(info scheduler.RunInfo) { k.started(info) }
+func (k harnessHook) RunEnded(info scheduler.RunInfo, status string, err error) {
+	k.ended(info, status, err)
 }
 
 // insertUploads inserts PENDING uploads with the given keys, created age ago, and

@@ -32,7 +32,7 @@
 // # Takeover
 //
 // Standbys try the lock once per tick. A new holder that finds the previous run still
-// marked running marks it abandoned (scheduler.TakeOver); what it waits first depends on
+// marked running marks it abandoned (internal/scheduler); what it waits first depends on
 // the job's class (jobs.Job.ExternalEffects):
 //
 //	job                                    waits before its first run      after a crash            after a pause or partition

@@ -131,7 +131,7 @@ func (l *leader) tick(ctx context.Context) {
 	// the client bound instead of landing when the network heals.
 	key := l.sess.Key()
 	ref := store.LockRef{Namespace: key.Namespace, Key: key.ID, PID: l.lease.PID}
-	lctx, lcancel := WithLease(ctx, l.lease) // ends with the lease, not T/2 after the claim began
+	lctx, lcancel := withLease(ctx, l.lease) // ends with the lease, not T/2 after the claim began
 	defer lcancel(nil)
 	cctx, cancel := context.WithTimeout(lctx, l.sess.Options().ClientBound())
 	defer cancel()
@@ -301,12 +301,12 @@ func (l *leader) takeOver(ctx context.Context) error {
 	if l.cur != nil {
 		skip = l.cur.id
 	}
-	return TakeOver(ctx, l.s.opts.Store, l.log, l.job.Name, l.s.opts.WorkerID, l.lease, TakeOverWait(l.job, l.sess.Options()), skip)
+	return takeOverRuns(ctx, l.s.opts.Store, l.log, l.job.Name, l.s.opts.WorkerID, l.lease, takeOverWait(l.job, l.sess.Options()), skip)
 }
 
 func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, req *manualRequest) {
 	lease := l.lease
-	runCtx, cancel := WithLease(WithHooks(context.WithoutCancel(ctx), l.s.opts.Hooks...), lease)
+	runCtx, cancel := withLease(withHooks(context.WithoutCancel(ctx), l.s.opts.Hooks...), lease)
 	timeout := l.job.EffectiveTimeout()
 	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, timeout, &TimeoutError{Timeout: timeout})
 	a := &activeRun{id: claim.RunID, tickAt: claim.TickAt, cancel: cancel, done: make(chan struct{}), manual: req,
@@ -415,22 +415,22 @@ func (l *leader) shutdown() {
 	_ = l.sess.Close(cctx)
 }
 
-// TakeOverWait is how long a new leader of job waits for a previous run still marked
+// takeOverWait is how long a new leader of job waits for a previous run still marked
 // running: the previous holder's client bound for a job with effects outside the
 // database, nothing for a job whose effects are all fenced writes.
-func TakeOverWait(job jobs.Job, o lock.Options) time.Duration {
+func takeOverWait(job jobs.Job, o lock.Options) time.Duration {
 	if job.ExternalEffects {
 		return o.ClientBound()
 	}
 	return 0
 }
 
-// TakeOver handles runs a previous leader left marked running (guarantee 3b). Call it
+// takeOverRuns handles runs a previous leader left marked running (guarantee 3b). Call it
 // right after taking the lock, before starting a run: it waits until each such run
-// leaves "running" or bound (TakeOverWait) has passed since the lock was taken, then
+// leaves "running" or bound (takeOverWait) has passed since the lock was taken, then
 // marks it abandoned. The fence's row lock makes the abandon wait for any write that
 // run has in flight; after it, the run's writes fail.
-func TakeOver(ctx context.Context, st *store.Store, log *slog.Logger, job, workerID string, lease *lock.Lease, bound time.Duration, skipRunID int64) error {
+func takeOverRuns(ctx context.Context, st *store.Store, log *slog.Logger, job, workerID string, lease *lock.Lease, bound time.Duration, skipRunID int64) error {
 	running, err := st.RunningRuns(ctx, job)
 	if err != nil {
 		return err

@@ -26,6 +26,10 @@ type RunNowOptions struct {
 	WorkerID   string
 	Lock       lock.Options
 	Hooks      []RunHook
+	// KeepRunningOnLeaseLoss exists for tests of the fence alone: a run here is not
+	// cancelled when its lease ends, so only its fenced writes notice a lost lock.
+	// Production leaves it false (the lease's end cancels the run, as the scheduler does).
+	KeepRunningOnLeaseLoss bool
 }
 
 // RunNowResult is the outcome of a requested run.
@@ -80,7 +84,7 @@ func runHere(ctx context.Context, o RunNowOptions, log *slog.Logger, job jobs.Jo
 	if err := st.SetHolder(ctx, job.Name, o.WorkerID, lease.PID); err != nil {
 		return RunNowResult{}, err
 	}
-	if err := TakeOver(ctx, st, log, job.Name, o.WorkerID, lease, TakeOverWait(job, sess.Options()), 0); err != nil {
+	if err := takeOverRuns(ctx, st, log, job.Name, o.WorkerID, lease, takeOverWait(job, sess.Options()), 0); err != nil {
 		return RunNowResult{}, err
 	}
 	claim, err := st.StartManualRun(ctx, job.Name, o.WorkerID, lease.PID, "")
@@ -90,7 +94,14 @@ func runHere(ctx context.Context, o RunNowOptions, log *slog.Logger, job jobs.Jo
 	log.Info("No replica holds the lock; running here", "run_id", claim.RunID)
 	tctx, cancelTimeout := context.WithTimeoutCause(ctx, job.EffectiveTimeout(), &TimeoutError{Timeout: job.EffectiveTimeout()})
 	defer cancelTimeout()
-	runCtx, cancel := WithLease(WithHooks(tctx, o.Hooks...), lease)
+	hctx := withHooks(tctx, o.Hooks...)
+	var runCtx context.Context
+	var cancel context.CancelCauseFunc
+	if o.KeepRunningOnLeaseLoss {
+		runCtx, cancel = context.WithCancelCause(hctx)
+	} else {
+		runCtx, cancel = withLease(hctx, lease) // the lease's end cancels the run
+	}
 	defer cancel(nil)
 	status, jobErr := RunJob(runCtx, st, log, job, sess.Key(), lease.PID, claim, store.TriggerManual)
 	res := RunNowResult{RunID: claim.RunID, Status: status, WorkerID: o.WorkerID, Here: true}

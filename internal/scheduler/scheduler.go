@@ -215,6 +215,7 @@ type RunInfo struct {
 	Trigger  string
 	Interval time.Duration // the job's tick
 	Timeout  time.Duration // the job's longest run
+	LockPID  int32         // backend pid of the lock session the run holds (its fence)
 }
 
 // RunHook sees every run start and end (error reporting, cron monitors). RunJob calls it
@@ -228,9 +229,9 @@ type RunHook interface {
 
 type hooksKey struct{}
 
-// WithHooks returns a context under which RunJob calls hooks (the scheduler and `once`
-// put theirs there; RunJob's signature stays the same for every caller).
-func WithHooks(ctx context.Context, hooks ...RunHook) context.Context {
+// withHooks returns a context under which RunJob calls hooks (the leader and RunNow put
+// theirs there; RunJob's signature stays the same for every caller).
+func withHooks(ctx context.Context, hooks ...RunHook) context.Context {
 	if len(hooks) == 0 {
 		return ctx
 	}
@@ -302,9 +303,9 @@ type activeRun struct {
 	givenUp  atomic.Bool // the leader gave the run up; its late end is not counted again
 }
 
-// WithLease returns a context cancelled, with cause lock.ErrLockLost, the moment lease
+// withLease returns a context cancelled, with cause lock.ErrLockLost, the moment lease
 // ends (not at the caller's next look), and its cancel function.
-func WithLease(ctx context.Context, lease *lock.Lease) (context.Context, context.CancelCauseFunc) {
+func withLease(ctx context.Context, lease *lock.Lease) (context.Context, context.CancelCauseFunc) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	go func() {
 		select {
@@ -324,7 +325,7 @@ func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job
 		fence: lock.Fence{RunID: claim.RunID, Key: key, PID: pid}}
 	hooks := hooksFrom(ctx)
 	info := RunInfo{Job: job.Name, RunID: claim.RunID, TickAt: claim.TickAt, Trigger: trigger,
-		Interval: job.Interval, Timeout: job.EffectiveTimeout()}
+		Interval: job.Interval, Timeout: job.EffectiveTimeout(), LockPID: pid}
 	for _, h := range hooks {
 		h.RunStarted(info)
 	}
