@@ -21,10 +21,12 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
+# The release Sentry reports (bg-worker@VERSION): `docker build --build-arg VERSION=v1.2.3`.
+ARG VERSION=devel
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /out/bg-worker ./cmd/bg-worker
+    go build -trimpath -ldflags="-s -w -X github.com/bg-worker/bg-worker/internal/config.Version=${VERSION}" -o /out/bg-worker ./cmd/bg-worker
 
 # No shell, no package manager, CA certificates and tzdata included; uid 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
