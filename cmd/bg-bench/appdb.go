@@ -380,17 +380,7 @@ func (b *bench) setPendingIndex(ctx context.Context, db *pgxpool.Pool, want bool
 // appRun runs `bg-worker once sync-uploads` and reads its run row from pool's database.
 func (b *bench) appRun(ctx context.Context, pool *pgxpool.Pool, id string, env map[string]string) (AppRun, error) {
 	r := AppRun{ID: id}
-	b.proxy.SetLatency(b.opts.latency)
-	b.resetRequests()
-	off := b.stmts.offset()
-	m0, g0 := machineCPU(), postgresCPU(b.pg.PID())
-	res, err := b.runOnce(ctx, id, "sync-uploads", benchBucket, env)
-	m1, g1 := machineCPU(), postgresCPU(b.pg.PID())
-	if err != nil {
-		return r, err
-	}
-	time.Sleep(300 * time.Millisecond) // PostgreSQL's last log lines
-	counts, err := b.stmts.count(off, b.stmts.offset())
+	res, err := b.measureOnce(ctx, id, b.opts.latency, env)
 	if err != nil {
 		return r, err
 	}
@@ -405,14 +395,14 @@ func (b *bench) appRun(ctx context.Context, pool *pgxpool.Pool, id string, env m
 		return r, fmt.Errorf("%s: run %s (stats %v)", id, status, r.Stats)
 	}
 	r.RunSec, r.ProcessSec = secs, res.wall.Seconds()
-	r.WorkerCPUSec, r.PGCPUSec = res.cpu.Seconds(), (g1 - g0).Seconds()
-	r.MachineBusy = busyFraction(m0, m1)
+	r.WorkerCPUSec, r.PGCPUSec = res.cpu.Seconds(), res.pgCPU.Seconds()
+	r.MachineBusy = busyFraction(res.machine0, res.machine1)
 	r.Requests = b.reqs.snapshot()
-	if sc := counts[id]; sc != nil {
+	if sc := res.counts[id]; sc != nil {
 		r.Statements, r.StatementKinds = sc.Total, sc.ByKind
 	}
 	r.recount()
-	if r.ServerMsTotal, err = serverTime(b.stmts.path, off, b.stmts.offset(), id); err != nil {
+	if r.ServerMsTotal, err = serverTime(b.stmts.path, res.logFrom, b.stmts.offset(), id); err != nil {
 		return r, err
 	}
 	b.logf("%s: run %.3fs, process %.2fs, %d HEAD, %d statements (run %d), postgres CPU %.3fs, worker CPU %.2fs, machine busy %.0f%%",
@@ -422,14 +412,7 @@ func (b *bench) appRun(ctx context.Context, pool *pgxpool.Pool, id string, env m
 
 // recount leaves out onceOnly and the start-up checks `once` (like a replica at start)
 // makes since the mapping landed: schema access and the installed mapping's fingerprint.
-func (r *AppRun) recount() {
-	r.RunStatements = r.Statements
-	for k, n := range r.StatementKinds {
-		if onceOnly[k] || startupCheck(k) {
-			r.RunStatements -= n
-		}
-	}
-}
+func (r *AppRun) recount() { r.RunStatements = runStatements(r.Statements, r.StatementKinds) }
 
 // startupCheck matches the two start-up checks as results files written before sqlKind
 // named them (schema:access, schema:fingerprint, in onceOnly) classified them.
@@ -444,17 +427,19 @@ func startupCheck(kind string) bool {
 // line does not repeat the statement, and the log names no backend, so the time of
 // concurrent sessions cannot be told apart by statement: only the total is kept.
 func serverTime(path string, from, to int64, app string) (float64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	if _, err := f.Seek(from, io.SeekStart); err != nil {
-		return 0, err
-	}
+	var total float64
+	err := readLog(path, from, to, func(r io.Reader) (err error) {
+		total, err = sumDurations(r, app)
+		return err
+	})
+	return total, err
+}
+
+// sumDurations sums the milliseconds of application app's "duration:" lines.
+func sumDurations(r io.Reader, app string) (float64, error) {
 	var total float64
 	prefix := logPrefix + app + "|LOG:  duration: "
-	sc := bufio.NewScanner(io.LimitReader(f, to-from))
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		rest, ok := strings.CutPrefix(sc.Text(), prefix)
@@ -772,20 +757,10 @@ func (res *AppDBResult) markdown() string {
 		ratio(wo.FirstRunStatements, wi.FirstRunStatements), ratio(wo.IdleRunStatements, wi.IdleRunStatements),
 		ratio(wi.FirstRunSec, d.FirstRunSec), ratio(wi.IdleRunSec, d.IdleRunSec))
 	if len(wi.First) > 0 {
-		kinds := wi.First[0].StatementKinds
-		var parts []string
-		for _, k := range kindsSorted(kinds) {
-			parts = append(parts, fmt.Sprintf("%s %d", k, kinds[k]))
-		}
-		p("Statements of the first run with the index (trial 1): %s.", strings.Join(parts, ", "))
+		p("Statements of the first run with the index (trial 1): %s.", kindsLine(wi.First[0].StatementKinds))
 	}
 	if len(wi.Idle) > 0 {
-		kinds := wi.Idle[0].StatementKinds
-		var parts []string
-		for _, k := range kindsSorted(kinds) {
-			parts = append(parts, fmt.Sprintf("%s %d", k, kinds[k]))
-		}
-		p(" Of an idle tick: %s.", strings.Join(parts, ", "))
+		p(" Of an idle tick: %s.", kindsLine(wi.Idle[0].StatementKinds))
 	}
 	p("\n\n| table | query | scans of the uploads table (EXPLAIN ANALYZE) | execution ms |\n|---|---|---|---|\n")
 	plans := append([]AppPlan(nil), res.Plans...)

@@ -143,15 +143,83 @@ func dayBill(w Workload) (orig, origX3, ours Bill, hMiss int) {
 	return orig, origX3, ours, hMiss
 }
 
+// newBillResult is the day's extrapolation of item 4 (the scaled runs are filled later).
+func newBillResult(day Workload) *BillResult {
+	res := &BillResult{Day: day}
+	res.Original, res.OriginalX3, res.Ours, res.ChecksMissing = dayBill(day)
+	res.DueTickShare = res.Ours.Breakdown["HeadBucket (one per sync run with uploads due)"] / (86400 / day.TickSec)
+	res.ClassARatio = res.Original.ClassAPerDay / res.Ours.ClassAPerDay
+	res.ClassBRatio = res.Original.ClassBPerDay / res.Ours.ClassBPerDay
+	return res
+}
+
+// classTotals adds up requests by R2 class.
+func classTotals(reqs map[string]int64) (a, b int64) {
+	for op, n := range reqs {
+		if classA[op] {
+			a += n
+		}
+		if classB[op] {
+			b += n
+		}
+	}
+	return a, b
+}
+
+// scaledRun is a run of the scaled bill run, as job_runs recorded it.
+type scaledRun struct {
+	job, worker string
+	started     float64 // Unix seconds
+	listed, due int64   // stats
+}
+
+// scaledUpload is an upload the scaled bill run made: when its row was created (Unix
+// seconds, database clock) and whether its object was ever put.
+type scaledUpload struct {
+	created float64
+	arrives bool
+}
+
+// model counts the runs and sets the requests the model predicts for them: a HeadBucket
+// per sync run with uploads due and per scan, a scan's list pages, and every HEAD
+// checkTimes schedules before the last sync run started; then both sides' class totals.
+func (s *ScaledOurs) model(runs []scaledRun, ups []scaledUpload) {
+	leaders := map[string]bool{}
+	model := map[string]int64{}
+	var lastSyncStart float64
+	for _, r := range runs {
+		leaders[r.job+"="+r.worker] = true
+		switch r.job {
+		case "sync-uploads":
+			s.SyncRuns++
+			if r.due > 0 {
+				s.SyncRunsDue++
+				model[opHeadBucket]++ // the bucket is checked only when uploads are due
+			}
+			lastSyncStart = max(lastSyncStart, r.started)
+		case "scan-orphans":
+			s.ScanRuns++
+			model[opHeadBucket]++
+			model[opList] += int64(math.Max(1, math.Ceil(float64(r.listed)/1000)))
+		}
+	}
+	for k := range leaders {
+		s.Leaders = append(s.Leaders, k)
+	}
+	end := lastSyncStart + 1e-3
+	for _, u := range ups {
+		model[opHeadObject] += int64(len(checkTimes(u.created, u.arrives, s.Workload, end)))
+	}
+	s.Model = model
+	s.ClassAMeasured, s.ClassBMeasured = classTotals(s.Requests)
+	s.ClassAModel, s.ClassBModel = classTotals(model)
+}
+
 // bill is item 4.
 func (b *bench) bill(ctx context.Context) (*BillResult, error) {
 	o := b.opts
-	res := &BillResult{Day: Workload{Objects: 1_000_000, UploadsPerHour: 1000, NeverArrive: 0.01, Replicas: 3,
-		TickSec: 5, MaxBackoffSec: 300, TTLSec: 86400, OrphanScanSec: 3600}}
-	res.Original, res.OriginalX3, res.Ours, res.ChecksMissing = dayBill(res.Day)
-	res.DueTickShare = res.Ours.Breakdown["HeadBucket (one per sync run with uploads due)"] / (86400 / res.Day.TickSec)
-	res.ClassARatio = res.Original.ClassAPerDay / res.Ours.ClassAPerDay
-	res.ClassBRatio = res.Original.ClassBPerDay / res.Ours.ClassBPerDay
+	res := newBillResult(Workload{Objects: 1_000_000, UploadsPerHour: 1000, NeverArrive: 0.01, Replicas: 3,
+		TickSec: 5, MaxBackoffSec: 300, TTLSec: 86400, OrphanScanSec: 3600})
 
 	// The bill bucket: O old objects, each with an UPLOADED row (so they are neither
 	// checked nor orphans).
@@ -282,11 +350,7 @@ func (b *bench) billOurs(ctx context.Context, res *BillResult) error {
 
 	// The application: an upload every 1/rate seconds; the object goes into the bucket
 	// before the row (so it is there at the first check), except every 100th.
-	type upload struct {
-		created float64
-		arrives bool
-	}
-	var ups []upload
+	var ups []scaledUpload
 	every := time.Duration(float64(time.Second) / o.billRate)
 	start := time.Now()
 	deadline := start.Add(o.billFor)
@@ -303,7 +367,7 @@ func (b *bench) billOurs(ctx context.Context, res *BillResult) error {
 		if err := b.db.QueryRow(ctx, `INSERT INTO public.uploads (object_key) VALUES ($1) RETURNING created_at`, key).Scan(&created); err != nil {
 			return err
 		}
-		ups = append(ups, upload{created: float64(created.UnixNano()) / 1e9, arrives: arrives})
+		ups = append(ups, scaledUpload{created: float64(created.UnixNano()) / 1e9, arrives: arrives})
 		if d := time.Until(start.Add(time.Duration(i+1) * every)); d > 0 {
 			time.Sleep(d)
 		}
@@ -332,59 +396,18 @@ func (b *bench) billOurs(ctx context.Context, res *BillResult) error {
 		return err
 	}
 	defer rows.Close()
-	leaders := map[string]bool{}
-	model := map[string]int64{}
-	var lastSyncStart float64
+	var runs []scaledRun
 	for rows.Next() {
-		var job, worker string
-		var started float64
-		var listed, due int64
-		if err := rows.Scan(&job, &worker, &started, &listed, &due); err != nil {
+		var r scaledRun
+		if err := rows.Scan(&r.job, &r.worker, &r.started, &r.listed, &r.due); err != nil {
 			return err
 		}
-		leaders[job+"="+worker] = true
-		switch job {
-		case "sync-uploads":
-			s.SyncRuns++
-			if due > 0 {
-				s.SyncRunsDue++
-				model[opHeadBucket]++ // the bucket is checked only when uploads are due
-			}
-			lastSyncStart = max(lastSyncStart, started)
-		case "scan-orphans":
-			s.ScanRuns++
-			model[opHeadBucket]++
-			model[opList] += int64(math.Max(1, math.Ceil(float64(listed)/1000)))
-		}
+		runs = append(runs, r)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	for k := range leaders {
-		s.Leaders = append(s.Leaders, k)
-	}
-	// HEADs: every check the model schedules before the last sync run started.
-	end := lastSyncStart + 1e-3
-	for _, u := range ups {
-		model[opHeadObject] += int64(len(checkTimes(u.created, u.arrives, w, end)))
-	}
-	s.Model = model
-	for op, n := range s.Requests {
-		if classA[op] {
-			s.ClassAMeasured += n
-		}
-		if classB[op] {
-			s.ClassBMeasured += n
-		}
-	}
-	for op, n := range model {
-		if classA[op] {
-			s.ClassAModel += n
-		}
-		if classB[op] {
-			s.ClassBModel += n
-		}
-	}
+	s.model(runs, ups)
 	b.logf("bg-worker, 3 replicas, %.0fs: %d uploads (%d never arrive), %d sync runs (%d with uploads due), %d scans; measured %v, model %v",
 		s.DurationSec, s.Uploads, s.Missing, s.SyncRuns, s.SyncRunsDue, s.ScanRuns, s.Requests, s.Model)
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -317,6 +318,38 @@ type onceResult struct {
 	stdout   string
 }
 
+// measuredOnce is one `bg-worker once sync-uploads` with what the bench measures around
+// it: the machine's CPU times, the CPU of this process (the proxy), versitygw and
+// PostgreSQL, and the statements PostgreSQL logged per application from logFrom on.
+type measuredOnce struct {
+	onceResult
+	machine0, machine1     cpuTimes
+	proxyCPU, s3CPU, pgCPU time.Duration
+	counts                 map[string]*stmtCounts
+	logFrom                int64
+}
+
+// measureOnce runs `bg-worker once sync-uploads` as id against the bench bucket at the
+// proxy's latency, with the request counters reset.
+func (b *bench) measureOnce(ctx context.Context, id string, latency time.Duration, env map[string]string) (measuredOnce, error) {
+	var m measuredOnce
+	b.proxy.SetLatency(latency)
+	b.resetRequests()
+	m.logFrom = b.stmts.offset()
+	m0, p0, s0, g0 := machineCPU(), selfCPU(), procCPU(b.s3.PID()), postgresCPU(b.pg.PID())
+	res, err := b.runOnce(ctx, id, "sync-uploads", benchBucket, env)
+	m1, p1, s1, g1 := machineCPU(), selfCPU(), procCPU(b.s3.PID()), postgresCPU(b.pg.PID())
+	if err != nil {
+		return m, err
+	}
+	m.onceResult = res
+	m.machine0, m.machine1 = m0, m1
+	m.proxyCPU, m.s3CPU, m.pgCPU = p1-p0, s1-s0, g1-g0
+	time.Sleep(300 * time.Millisecond) // PostgreSQL's last log lines
+	m.counts, err = b.stmts.count(m.logFrom, b.stmts.offset())
+	return m, err
+}
+
 // runOnce runs `bg-worker once JOB` as production would and returns its rusage.
 func (b *bench) runOnce(ctx context.Context, id, job, bucketName string, extra map[string]string) (onceResult, error) {
 	logPath := filepath.Join(b.work, "logs", id+".log")
@@ -422,11 +455,7 @@ func (c *classifier) reset() {
 func (c *classifier) snapshot() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]int64, len(c.counts))
-	for k, v := range c.counts {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.counts)
 }
 
 func (b *bench) resetRequests() {

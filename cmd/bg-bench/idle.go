@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -89,10 +90,7 @@ func allocAcrossGCs(ctx context.Context, addr string, span time.Duration, scrape
 		return 0, 0, 0, err
 	}
 	period := forcedGCPeriod.Seconds()
-	next := m0.lastGC + period
-	for next < float64(time.Now().UnixNano())/1e9+0.5 {
-		next += period
-	}
+	next := nextGC(m0.lastGC, float64(time.Now().UnixNano())/1e9, period)
 	if err := sleepUntil(next + 1.5); err != nil {
 		return 0, 0, 0, err
 	}
@@ -100,7 +98,7 @@ func allocAcrossGCs(ctx context.Context, addr string, span time.Duration, scrape
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	target := a.lastGC + math.Ceil(span.Seconds()/period)*period
+	target := windowEnd(a.lastGC, span.Seconds(), period)
 	if err := sleepUntil(target + 1.5); err != nil {
 		return 0, 0, 0, err
 	}
@@ -110,6 +108,22 @@ func allocAcrossGCs(ctx context.Context, addr string, span time.Duration, scrape
 	}
 	_ = pa // polls before the first GC fall before the window
 	return z.alloc - a.alloc - float64(1+pz)*scrapeCost, z.lastGC - a.lastGC, z.mallocs - a.mallocs, nil
+}
+
+// nextGC is the first forced GC (every period seconds after lastGC) at least half a
+// second after now (Unix seconds).
+func nextGC(lastGC, now, period float64) float64 {
+	next := lastGC + period
+	for next < now+0.5 {
+		next += period
+	}
+	return next
+}
+
+// windowEnd is the forced GC that closes a window of at least span seconds opened by
+// the GC at start.
+func windowEnd(start, span, period float64) float64 {
+	return start + math.Ceil(span/period)*period
 }
 
 type metricsSample struct{ alloc, mallocs, lastGC float64 }
@@ -127,8 +141,14 @@ func scrape(ctx context.Context, addr string) (metricsSample, error) {
 		return metricsSample{}, err
 	}
 	defer resp.Body.Close()
+	return parseMetrics(resp.Body)
+}
+
+// parseMetrics reads the allocation counters and the last GC's time from a Prometheus
+// text exposition.
+func parseMetrics(r io.Reader) (metricsSample, error) {
 	var s metricsSample
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), " ")

@@ -71,8 +71,16 @@ func machineCPU() cpuTimes {
 		return cpuTimes{}
 	}
 	line, _, _ := strings.Cut(string(data), "\n")
+	return parseCPULine(line)
+}
+
+// parseCPULine reads /proc/stat's "cpu" line (clock ticks) into seconds.
+func parseCPULine(line string) cpuTimes {
 	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
 	var t cpuTimes
+	if len(f) == 0 {
+		return t
+	}
 	for i, s := range f[1:] {
 		v, _ := strconv.ParseFloat(s, 64)
 		t.total += v
@@ -111,7 +119,12 @@ func procCPUFields(pid int, children bool) time.Duration {
 	if err != nil {
 		return 0
 	}
-	s := string(data)
+	return parseProcStat(string(data), children)
+}
+
+// parseProcStat reads utime+stime (and cutime+cstime when children is set) from the
+// text of /proc/PID/stat.
+func parseProcStat(s string, children bool) time.Duration {
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
 		return 0

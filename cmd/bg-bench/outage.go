@@ -52,6 +52,23 @@ type OutageResult struct {
 	Note string      `json:"note,omitempty"`
 }
 
+// requestDelta is the requests counted between two snapshots, by operation, and their
+// total (operations with none left out).
+func requestDelta(before, after map[string]int64) (map[string]int64, int64) {
+	out := map[string]int64{}
+	var total int64
+	for op, n := range after {
+		if d := n - before[op]; d > 0 {
+			out[op] = d
+			total += d
+		}
+	}
+	return out, total
+}
+
+// perTick is n spread over the ticks of a window of secs seconds.
+func perTick(n int64, secs, tickSec float64) float64 { return float64(n) / (secs / tickSec) }
+
 // outageCut makes the classifier ask the proxy for its configured fault on every
 // request while set (the proxy's fault rates are 0 otherwise, so nothing else fails).
 var outageCut atomic.Bool
@@ -204,13 +221,8 @@ func (b *bench) outageRun(ctx context.Context, treeName, commit, bin, kind strin
 		return r, err
 	}
 	healed := time.Now()
-	for op, n := range c1 {
-		if d := n - c0[op]; d > 0 {
-			r.Requests[op] = d
-			r.Total += d
-		}
-	}
-	r.PerTick = float64(r.Total) / (t1.Sub(t0).Seconds() / r.TickSec)
+	r.Requests, r.Total = requestDelta(c0, c1)
+	r.PerTick = perTick(r.Total, t1.Sub(t0).Seconds(), r.TickSec)
 
 	rows, err := pool.Query(ctx, `SELECT status, count(*), count(DISTINCT worker_id) FROM bg_worker.job_runs
 		WHERE job = 'sync-uploads' AND started_at <= $2 AND coalesce(finished_at, 'infinity') >= $1 GROUP BY status`, t0, t1)

@@ -17,14 +17,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/bg-worker/bg-worker/internal/bucket"
 	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/jobs"
-	"github.com/bg-worker/bg-worker/internal/lock"
 	"github.com/bg-worker/bg-worker/internal/logging"
 	"github.com/bg-worker/bg-worker/internal/metrics"
 	"github.com/bg-worker/bg-worker/internal/scheduler"
 	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/internal/wiring"
 )
 
 // ProfileResult names the profiles written (--profile DIR), per R2_REGION.
@@ -55,15 +54,14 @@ type IdleAllocProfile struct {
 	AllocPerSec float64 `json:"alloc_bytes_per_sec"`
 }
 
-// inProcess is bg-worker's wiring (cmd/bg-worker newDeps + openStore) in this process,
-// so its hot paths can be profiled.
+// inProcess is bg-worker's wiring (internal/wiring, as cmd/bg-worker builds it) in this
+// process, so its hot paths can be profiled.
 type inProcess struct {
-	cfg      config.Config
-	st       *store.Store
-	job      jobs.Job
-	log      *slog.Logger
-	lockOpts lock.Options
-	connCfg  *pgx.ConnConfig
+	cfg     config.Config
+	st      *store.Store
+	job     jobs.Job
+	log     *slog.Logger
+	connCfg *pgx.ConnConfig
 }
 
 func (b *bench) newInProcess(ctx context.Context, id, endpoint string, extra map[string]string) (*inProcess, error) {
@@ -78,24 +76,20 @@ func (b *bench) newInProcess(ctx context.Context, id, endpoint string, extra map
 	if err != nil {
 		return nil, err
 	}
-	m := metrics.New()
-	bc, err := bucket.New(bucket.Config{Endpoint: cfg.R2Endpoint, Region: cfg.R2Region, AccessKeyID: cfg.R2AccessKeyID,
-		SecretAccessKey: cfg.R2SecretAccessKey, Bucket: cfg.R2BucketName, MaxConcurrency: cfg.SyncConcurrency,
-		Observer: m.BucketRequest})
-	if err != nil {
-		return nil, err
-	}
 	log, err := logging.New(io.Discard, "text", "info") // formatted as in production, then dropped
 	if err != nil {
 		return nil, err
 	}
 	log = log.With("worker_id", cfg.WorkerID)
-	job, ok := jobs.Find(jobs.Registry(jobs.Deps{Config: cfg, Logger: log, Bucket: bc, Metrics: m}), "sync-uploads")
+	deps, err := wiring.Deps(cfg, log, metrics.New())
+	if err != nil {
+		return nil, err
+	}
+	job, ok := jobs.Find(jobs.Registry(deps), "sync-uploads")
 	if !ok {
 		return nil, fmt.Errorf("sync-uploads not registered")
 	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{ApplicationName: cfg.WorkerID,
-		MaxConns: int32(max(8, cfg.SyncConcurrency/4)), IdleInTxTimeout: cfg.LockTimeout})
+	st, err := store.Open(ctx, cfg.DatabaseURL, wiring.StoreOptions(cfg, wiring.WorkerPoolSize(cfg)))
 	if err != nil {
 		return nil, err
 	}
@@ -108,8 +102,7 @@ func (b *bench) newInProcess(ctx context.Context, id, endpoint string, extra map
 		st.Close()
 		return nil, err
 	}
-	return &inProcess{cfg: cfg, st: st, job: job, log: log, connCfg: connCfg,
-		lockOpts: lock.Options{Heartbeat: cfg.LockHeartbeat, Timeout: cfg.LockTimeout, Logger: log}}, nil
+	return &inProcess{cfg: cfg, st: st, job: job, log: log, connCfg: connCfg}, nil
 }
 
 // profiles writes CPU profiles of one sync-uploads run (N=10k, C=32, L) and allocation
@@ -167,30 +160,24 @@ func (b *bench) cpuProfile(ctx context.Context) (SyncProfile, error) {
 			return
 		}
 		defer p.st.Close()
-		sess := lock.NewSession(p.connCfg, lock.KeyFor(p.job.Name), p.lockOpts)
-		defer sess.Close(context.Background())
 		if err := pprof.StartCPUProfile(f); err != nil {
 			runErr = err
 			return
 		}
 		defer pprof.StopCPUProfile()
 		start := time.Now()
-		lease, _, err := sess.TryAcquire(ctx)
-		if err != nil || lease == nil {
-			runErr = fmt.Errorf("profile: lock: %v", err)
-			return
-		}
-		claim, err := p.st.StartManualRun(ctx, p.job.Name, p.cfg.WorkerID, lease.PID, "")
-		if err != nil {
-			runErr = err
-			return
-		}
-		status, err := scheduler.RunJob(ctx, p.st, p.log.With("job", p.job.Name), p.job, sess.Key(), lease.PID, claim, store.TriggerManual)
+		// The production path of `bg-worker once`: lock, take over, claim, run, record, release.
+		run, err := scheduler.RunNow(ctx, scheduler.RunNowOptions{Store: p.st, ConnConfig: p.connCfg,
+			Logger: p.log, WorkerID: p.cfg.WorkerID, Lock: wiring.LockOptions(p.cfg)}, p.job)
 		res.RunSec = time.Since(start).Seconds()
-		if status != store.StatusSucceeded {
-			runErr = fmt.Errorf("profile run %s: %v", status, err)
+		switch {
+		case err != nil:
+			runErr = fmt.Errorf("profile run: %w", err)
+		case !run.Here:
+			runErr = fmt.Errorf("profile run: lock held by %s, run there", run.WorkerID)
+		case run.Status != store.StatusSucceeded:
+			runErr = fmt.Errorf("profile run %s: %s", run.Status, run.Error)
 		}
-		_ = sess.Release(ctx)
 	})
 	if runErr != nil {
 		return res, runErr
@@ -225,7 +212,7 @@ func (b *bench) allocProfile(ctx context.Context) (IdleAllocProfile, error) {
 	}
 	defer p.st.Close()
 	s, err := scheduler.New(scheduler.Options{WorkerID: p.cfg.WorkerID, ConnConfig: p.connCfg, Store: p.st,
-		Logger: p.log, Lock: p.lockOpts, ShutdownTimeout: time.Second, MaxFailures: 3, Observer: metrics.New()}, []jobs.Job{p.job})
+		Logger: p.log, Lock: wiring.LockOptions(p.cfg), ShutdownTimeout: time.Second, MaxFailures: 3, Observer: metrics.New()}, []jobs.Job{p.job})
 	if err != nil {
 		return res, err
 	}
@@ -307,7 +294,13 @@ func pprofTotal(ctx context.Context, path string, filters ...string) (float64, e
 	if err != nil {
 		return 0, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	for _, line := range strings.Split(string(out), "\n") {
+	return shownTotal(string(out))
+}
+
+// shownTotal reads the seconds of "Showing nodes accounting for X" in pprof -top
+// output; 0 when no line says it (no sample matched).
+func shownTotal(out string) (float64, error) {
+	for _, line := range strings.Split(out, "\n") {
 		_, rest, ok := strings.Cut(line, "Showing nodes accounting for ")
 		if !ok {
 			continue

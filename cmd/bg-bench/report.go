@@ -329,15 +329,11 @@ func (r *Results) markdown() string {
 			if x.Holder {
 				role = "holder"
 			}
-			var kinds []string
-			for _, k := range kindsSorted(x.StatementKinds) {
-				kinds = append(kinds, fmt.Sprintf("%s %d", k, x.StatementKinds[k]))
-			}
 			alloc := "–"
 			if id.AllocExact {
 				alloc = fmt.Sprintf("%.2f (%.1f KB, %.0f objects per tick)", x.AllocMBPerHour, x.AllocBytes/1024/(x.AllocWindowSec/id.IntervalSec), x.AllocsPerTick)
 			}
-			p("| %s | %s | %.2f | %.2f | %.1f | %s | %s |\n", x.ID, role, x.StatementsPerTick, x.CPUSecPerHour, x.RSSMB, alloc, strings.Join(kinds, ", "))
+			p("| %s | %s | %.2f | %.2f | %.1f | %s | %s |\n", x.ID, role, x.StatementsPerTick, x.CPUSecPerHour, x.RSSMB, alloc, kindsLine(x.StatementKinds))
 		}
 		p("\nAllocations: %s. S3 requests in the window: %v.\n\n", id.AllocMethod, id.Requests)
 	}

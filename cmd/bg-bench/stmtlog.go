@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"sort"
@@ -36,14 +37,29 @@ type stmtCounts struct {
 
 // count parses the log between two offsets.
 func (l *stmtLog) count(from, to int64) (map[string]*stmtCounts, error) {
-	f, err := os.Open(l.path)
+	var out map[string]*stmtCounts
+	err := readLog(l.path, from, to, func(r io.Reader) (err error) {
+		out, err = parseStmtLog(r)
+		return err
+	})
+	return out, err
+}
+
+// readLog calls fn with the log file's bytes between two offsets.
+func readLog(path string, from, to int64, fn func(io.Reader) error) error {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
-		return nil, err
+		return err
 	}
+	return fn(io.LimitReader(f, to-from))
+}
+
+// parseStmtLog counts the statements in PostgreSQL log text, per application_name.
+func parseStmtLog(r io.Reader) (map[string]*stmtCounts, error) {
 	out := map[string]*stmtCounts{}
 	var app string
 	var sql strings.Builder
@@ -62,7 +78,7 @@ func (l *stmtLog) count(from, to int64) (map[string]*stmtCounts, error) {
 		inStmt = false
 		sql.Reset()
 	}
-	sc := bufio.NewScanner(io.LimitReader(f, to-from))
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
@@ -147,6 +163,15 @@ func sqlKind(sql string) string {
 		first = first[:48]
 	}
 	return "other:" + first
+}
+
+// kindsLine lists kinds and their counts, most frequent first: "a 3, b 1".
+func kindsLine(kinds map[string]int) string {
+	parts := make([]string, 0, len(kinds))
+	for _, k := range kindsSorted(kinds) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, kinds[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // kindsSorted lists kinds by count, descending.

@@ -71,6 +71,16 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// summarize sets the median and maximum of the trials' times and max ÷ bound.
+func (s *TakeoverScenario) summarize(secs []float64) {
+	s.MedianSec = median(secs)
+	s.MaxSec = 0
+	for _, x := range secs {
+		s.MaxSec = max(s.MaxSec, x)
+	}
+	s.MaxVsBound = s.MaxSec / s.BoundSec
+}
+
 // takeoverSlack is the issue-11 allowance over the class bounds of internal/lock/doc.go
 // (the scheduler's wake-up after a boundary, ≤ 50 ms, and the few statements before a
 // run's started_at is stamped).
@@ -322,11 +332,7 @@ func (b *bench) takeoverGroup(ctx context.Context, iv, hb, to time.Duration, eff
 			b.logf("takeover %s #%d: %s hit (+%.2fs into the tick), next run by %s after %.2fs (bound %.2fs); old run %s at +%.2fs",
 				sc.name, trial+1, victim, phase.Seconds(), tr.NewLeader, tr.Sec, sc.boundD.Seconds(), tr.OldRun, tr.OldRunEndSec)
 		}
-		s.MedianSec = median(secs)
-		for _, x := range secs {
-			s.MaxSec = max(s.MaxSec, x)
-		}
-		s.MaxVsBound = s.MaxSec / s.BoundSec
+		s.summarize(secs)
 		out = append(out, s)
 	}
 	for _, p := range reps {

@@ -83,14 +83,20 @@ var onceOnly = map[string]bool{"schema:version": true, "schema:access": true, "s
 	"WorkerJobRegister": true, "listen": true,
 	"lock:try": true, "lock:unlock": true, "JobRunListRunning": true, "WorkerJobSetHolder": true}
 
-// recount derives the per-run statement figures from the classified counts.
-func (r *SyncRun) recount() {
-	r.RunStatements = r.Statements
-	for k, n := range r.StatementKinds {
+// runStatements is total less the statements only the `once` process sends (onceOnly
+// and the start-up checks).
+func runStatements(total int, kinds map[string]int) int {
+	for k, n := range kinds {
 		if onceOnly[k] || startupCheck(k) {
-			r.RunStatements -= n
+			total -= n
 		}
 	}
+	return total
+}
+
+// recount derives the per-run statement figures from the classified counts.
+func (r *SyncRun) recount() {
+	r.RunStatements = runStatements(r.Statements, r.StatementKinds)
 	if verified := r.Stats["checked"]; verified > 0 {
 		r.StatementsPer1k = float64(r.Statements) * 1000 / float64(verified)
 		r.RunStatementsPer1k = float64(r.RunStatements) * 1000 / float64(verified)
@@ -106,19 +112,7 @@ func (b *bench) syncRun(ctx context.Context, label string, n, c int, latency tim
 	if err := b.seedUploads(ctx, n); err != nil {
 		return r, err
 	}
-	b.proxy.SetLatency(latency)
-	b.resetRequests()
-	off := b.stmts.offset()
-	m0, p0, s0, g0 := machineCPU(), selfCPU(), procCPU(b.s3.PID()), postgresCPU(b.pg.PID())
-	res, err := b.runOnce(ctx, r.ID, "sync-uploads", benchBucket, map[string]string{
-		"SYNC_CONCURRENCY": strconv.Itoa(c),
-	})
-	m1, p1, s1, g1 := machineCPU(), selfCPU(), procCPU(b.s3.PID()), postgresCPU(b.pg.PID())
-	if err != nil {
-		return r, err
-	}
-	time.Sleep(300 * time.Millisecond) // PostgreSQL's last log lines
-	counts, err := b.stmts.count(off, b.stmts.offset())
+	res, err := b.measureOnce(ctx, r.ID, latency, map[string]string{"SYNC_CONCURRENCY": strconv.Itoa(c)})
 	if err != nil {
 		return r, err
 	}
@@ -133,39 +127,22 @@ func (b *bench) syncRun(ctx context.Context, label string, n, c int, latency tim
 	r.Stats = run.Stats
 	r.RunSec = run.Duration.Seconds()
 	r.ProcessSec = res.wall.Seconds()
-	r.IdealSec = float64(n) * latency.Seconds() / float64(c)
-	if r.IdealSec > 0 {
-		r.VsIdeal = r.RunSec / r.IdealSec
-	}
 	heads := r.Requests[opHeadObject]
-	if r.RunSec > 0 {
-		r.HeadsPerSec = float64(heads) / r.RunSec
-	}
-	if sc := counts[r.ID]; sc != nil {
+	if sc := res.counts[r.ID]; sc != nil {
 		r.Statements = sc.Total
 		r.StatementKinds = sc.ByKind
 	}
 	r.recount()
 	verified := run.Stats["checked"]
 	r.WorkerCPUSec = res.cpu.Seconds()
-	r.ProxyCPUSec = (p1 - p0).Seconds()
-	r.S3CPUSec = (s1 - s0).Seconds()
-	r.PGCPUSec = (g1 - g0).Seconds()
-	r.MachineBusy = busyFraction(m0, m1)
-	r.MachineIRQSec = m1.irq - m0.irq
-	r.MachineSteal = m1.steal - m0.steal
-	if heads > 0 {
-		// Our processes only: the machine is shared, other work shows in MachineBusy.
-		ours := r.WorkerCPUSec + r.ProxyCPUSec + r.S3CPUSec + r.PGCPUSec
-		r.CPUMsPerHead = ours * 1000 / float64(heads)
-		if r.CPUMsPerHead > 0 {
-			r.MachineCapRate = float64(runtime.NumCPU()) * 1000 / r.CPUMsPerHead
-		}
-	}
-	if latency > 0 {
-		r.DemandRate = float64(c) / latency.Seconds()
-	}
+	r.ProxyCPUSec = res.proxyCPU.Seconds()
+	r.S3CPUSec = res.s3CPU.Seconds()
+	r.PGCPUSec = res.pgCPU.Seconds()
+	r.MachineBusy = busyFraction(res.machine0, res.machine1)
+	r.MachineIRQSec = res.machine1.irq - res.machine0.irq
+	r.MachineSteal = res.machine1.steal - res.machine0.steal
 	r.MaxRSSMB = float64(res.maxRSSKB) / 1024
+	r.derive(latency, runtime.NumCPU())
 	if run.Status != "succeeded" {
 		return r, fmt.Errorf("%s: run %d %s", r.ID, run.ID, run.Status)
 	}
@@ -176,6 +153,53 @@ func (b *bench) syncRun(ctx context.Context, label string, n, c int, latency tim
 		r.ID, r.RunSec, r.IdealSec, r.VsIdeal, r.ProcessSec, heads, r.MaxInFlight, r.Statements, r.StatementsPer1k,
 		r.WorkerCPUSec, 100*r.MachineBusy, r.MaxRSSMB)
 	return r, nil
+}
+
+// derive computes the run's rates from its measurements (N, C, RunSec, Requests, the
+// CPU seconds): latency is the proxy's added latency L, nproc the machine's cores.
+func (r *SyncRun) derive(latency time.Duration, nproc int) {
+	r.IdealSec = float64(r.N) * latency.Seconds() / float64(r.Concurrency)
+	if r.IdealSec > 0 {
+		r.VsIdeal = r.RunSec / r.IdealSec
+	}
+	heads := r.Requests[opHeadObject]
+	if r.RunSec > 0 {
+		r.HeadsPerSec = float64(heads) / r.RunSec
+	}
+	if heads > 0 {
+		// Our processes only: the machine is shared, other work shows in MachineBusy.
+		ours := r.WorkerCPUSec + r.ProxyCPUSec + r.S3CPUSec + r.PGCPUSec
+		r.CPUMsPerHead = ours * 1000 / float64(heads)
+		if r.CPUMsPerHead > 0 {
+			r.MachineCapRate = float64(nproc) * 1000 / r.CPUMsPerHead
+		}
+	}
+	if latency > 0 {
+		r.DemandRate = float64(r.Concurrency) / latency.Seconds()
+	}
+}
+
+// medianRun is the repetition with the median run time (the upper one of an even
+// count), carrying all repetitions' times in Repeats when there are several.
+func medianRun(tries []SyncRun) SyncRun {
+	tries = append([]SyncRun(nil), tries...)
+	sort.Slice(tries, func(i, j int) bool { return tries[i].RunSec < tries[j].RunSec })
+	r := tries[len(tries)/2]
+	if len(tries) > 1 {
+		for _, t := range tries {
+			r.Repeats = append(r.Repeats, t.RunSec)
+		}
+	}
+	return r
+}
+
+// setC1 sets the concurrency-1 comparison: N uploads at perUpload seconds each.
+func (r *SyncRun) setC1(perUpload float64, extrapolated bool) {
+	r.C1Sec = perUpload * float64(r.N)
+	r.C1Extrapolated = extrapolated
+	if r.RunSec > 0 {
+		r.SpeedupVsC1 = r.C1Sec / r.RunSec
+	}
 }
 
 // throughput is item 1: wall time vs N·L/C, and vs concurrency 1 (measured at baseN and
@@ -219,18 +243,8 @@ func (b *bench) throughput(ctx context.Context) (*ThroughputResult, error) {
 				}
 				tries = append(tries, r)
 			}
-			sort.Slice(tries, func(i, j int) bool { return tries[i].RunSec < tries[j].RunSec })
-			r := tries[len(tries)/2]
-			if len(tries) > 1 {
-				for _, t := range tries {
-					r.Repeats = append(r.Repeats, t.RunSec)
-				}
-			}
-			r.C1Sec = perUpload * float64(n)
-			r.C1Extrapolated = n != o.baseN
-			if r.RunSec > 0 {
-				r.SpeedupVsC1 = r.C1Sec / r.RunSec
-			}
+			r := medianRun(tries)
+			r.setC1(perUpload, n != o.baseN)
 			res.Runs = append(res.Runs, r)
 		}
 	}
@@ -241,11 +255,7 @@ func (b *bench) throughput(ctx context.Context) (*ThroughputResult, error) {
 			if err != nil {
 				return err
 			}
-			r.C1Sec = perUpload * 10000
-			r.C1Extrapolated = true
-			if r.RunSec > 0 {
-				r.SpeedupVsC1 = r.C1Sec / r.RunSec
-			}
+			r.setC1(perUpload, true)
 			res.RegionRuns = append(res.RegionRuns, r)
 			return nil
 		})
