@@ -12,6 +12,7 @@ import (
 	"github.com/bg-worker/bg-worker/internal/metrics"
 	"github.com/bg-worker/bg-worker/internal/scheduler"
 	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/internal/wiring"
 )
 
 // cmdOnce runs one job now: here when no replica holds its lock, otherwise on the holder
@@ -74,7 +75,7 @@ func cmdOnce(ctx context.Context, args []string, env config.LookupEnv, stdout, s
 	defer reporter.Flush()
 	res, err := scheduler.RunNow(ctx, scheduler.RunNowOptions{
 		Store: st, ConnConfig: connCfg, Logger: log, WorkerID: cfg.WorkerID,
-		Lock: lockOptions(cfg), Hooks: reporter.Hooks(),
+		Lock: wiring.LockOptions(cfg), Hooks: reporter.Hooks(),
 	}, job)
 	if errors.Is(err, scheduler.ErrNoAnswer) {
 		return &exitError{code: exitTimeout, err: err}

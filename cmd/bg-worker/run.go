@@ -12,9 +12,9 @@ import (
 
 	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/jobs"
-	"github.com/bg-worker/bg-worker/internal/lock"
 	"github.com/bg-worker/bg-worker/internal/logging"
 	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/internal/wiring"
 	"github.com/bg-worker/bg-worker/migrations"
 )
 
@@ -147,8 +147,7 @@ func selectJobs(cfg config.Config, d jobs.Deps) ([]jobs.Job, error) {
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, maxConns int32, wait bool) (*store.Store, error) {
 	backoff := time.Second
 	for {
-		st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{ApplicationName: cfg.WorkerID, MaxConns: maxConns,
-			IdleInTxTimeout: cfg.LockTimeout, Schema: cfg.Schema()})
+		st, err := store.Open(ctx, cfg.DatabaseURL, wiring.StoreOptions(cfg, maxConns))
 		if err == nil {
 			if err = st.Ping(ctx); err == nil {
 				return st, nil
@@ -241,11 +240,6 @@ func mappingError(err error) error {
 // built with -tags e2e (never in a release build).
 func registry(d jobs.Deps) []jobs.Job {
 	return append(jobs.Registry(d), jobs.WithTimeouts(d, extraJobs(d))...)
-}
-
-// lockOptions are the lock sessions' bounds from LOCK_HEARTBEAT and LOCK_TIMEOUT.
-func lockOptions(cfg config.Config) lock.Options {
-	return lock.Options{Heartbeat: cfg.LockHeartbeat, Timeout: cfg.LockTimeout}
 }
 
 // commandStore is the set-up of a one-shot database command (status, check, pause,

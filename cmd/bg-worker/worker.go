@@ -14,10 +14,10 @@ import (
 	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/httpapi"
 	"github.com/bg-worker/bg-worker/internal/jobs"
-	"github.com/bg-worker/bg-worker/internal/lock"
 	"github.com/bg-worker/bg-worker/internal/metrics"
 	"github.com/bg-worker/bg-worker/internal/scheduler"
 	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/internal/wiring"
 )
 
 // cmdRun is the worker loop.
@@ -80,7 +80,7 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 		})
 	}
 	g.Go(func() error {
-		st, err := openStore(gctx, cfg, log, int32(max(8, cfg.SyncConcurrency/4)), true)
+		st, err := openStore(gctx, cfg, log, wiring.WorkerPoolSize(cfg), true)
 		if err != nil {
 			if gctx.Err() != nil {
 				return nil
@@ -115,7 +115,7 @@ func cmdRun(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 		}
 		s, err := scheduler.New(scheduler.Options{
 			WorkerID: cfg.WorkerID, ConnConfig: connCfg, Store: st, Logger: log,
-			Lock:            lock.Options{Heartbeat: cfg.LockHeartbeat, Timeout: cfg.LockTimeout},
+			Lock:            wiring.LockOptions(cfg),
 			ShutdownTimeout: cfg.ShutdownTimeout, MaxFailures: cfg.LeaderMaxFailures, Observer: m,
 			Hooks: reporter.Hooks(),
 		}, selected)

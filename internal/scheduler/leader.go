@@ -316,7 +316,7 @@ func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, r
 	started := time.Now()
 	go func() {
 		defer close(a.done)
-		status, _ := RunJob(runCtx, l.s.opts.Store, l.log, l.job, key, lease.PID, claim, trigger)
+		status, _ := runJob(runCtx, l.s.opts.Store, l.log, l.job, key, lease.PID, claim, trigger)
 		var te *TimeoutError
 		timedOut := errors.As(context.Cause(runCtx), &te)
 		cancelTimeout()

@@ -103,7 +103,7 @@ func runHere(ctx context.Context, o RunNowOptions, log *slog.Logger, job jobs.Jo
 		runCtx, cancel = withLease(hctx, lease) // the lease's end cancels the run
 	}
 	defer cancel(nil)
-	status, jobErr := RunJob(runCtx, st, log, job, sess.Key(), lease.PID, claim, store.TriggerManual)
+	status, jobErr := runJob(runCtx, st, log, job, sess.Key(), lease.PID, claim, store.TriggerManual)
 	res := RunNowResult{RunID: claim.RunID, Status: status, WorkerID: o.WorkerID, Here: true}
 	if jobErr != nil {
 		res.Error = jobErr.Error()

@@ -218,7 +218,7 @@ type RunInfo struct {
 	LockPID  int32         // backend pid of the lock session the run holds (its fence)
 }
 
-// RunHook sees every run start and end (error reporting, cron monitors). RunJob calls it
+// RunHook sees every run start and end (error reporting, cron monitors). runJob calls it
 // on the run's goroutine: implementations must not block (send asynchronously).
 type RunHook interface {
 	RunStarted(RunInfo)
@@ -229,8 +229,8 @@ type RunHook interface {
 
 type hooksKey struct{}
 
-// withHooks returns a context under which RunJob calls hooks (the leader and RunNow put
-// theirs there; RunJob's signature stays the same for every caller).
+// withHooks returns a context under which runJob calls hooks (the leader and RunNow put
+// theirs there; runJob's signature stays the same for every caller).
 func withHooks(ctx context.Context, hooks ...RunHook) context.Context {
 	if len(hooks) == 0 {
 		return ctx
@@ -317,9 +317,9 @@ func withLease(ctx context.Context, lease *lock.Lease) (context.Context, context
 	return ctx, cancel
 }
 
-// RunJob executes one run of job under lease and records its outcome; shared by the
+// runJob executes one run of job under lease and records its outcome; shared by the
 // scheduler and `bg-worker once`. It returns the final status and the job's error.
-func RunJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job, key lock.Key, pid int32, claim store.Claim, trigger string) (string, error) {
+func runJob(ctx context.Context, st *store.Store, log *slog.Logger, job jobs.Job, key lock.Key, pid int32, claim store.Claim, trigger string) (string, error) {
 	r := &run{id: claim.RunID, tickAt: claim.TickAt, trigger: trigger, store: st,
 		log:   log.With("run_id", claim.RunID),
 		fence: lock.Fence{RunID: claim.RunID, Key: key, PID: pid}}
