@@ -6,9 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bg-worker/bg-worker/internal/devservers"
+	"github.com/bg-worker/bg-worker/internal/testenv"
 )
 
 // The demo is exercised as a user runs it: the real bg-demo binary, which builds and runs
@@ -43,56 +42,13 @@ func needTools(t *testing.T) {
 	t.Skipf("demo needs: %s (set CI=true to fail instead)", strings.Join(missing, "; "))
 }
 
-func goTool(t *testing.T) string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
-}
-
-var builds struct {
-	once             sync.Once
-	dir              string
-	demo, worker     string
-	demoErr, workErr error
-}
-
 // binaries builds bg-demo and bg-worker once for all tests of this package.
 func binaries(t *testing.T) (demo, worker string) {
 	t.Helper()
-	builds.once.Do(func() {
-		dir, err := os.MkdirTemp("", "bg-demo-test-")
-		if err != nil {
-			builds.demoErr = err
-			return
-		}
-		builds.dir = dir
-		builds.demo = filepath.Join(dir, "bg-demo")
-		builds.worker = filepath.Join(dir, "bg-worker")
-		if out, err := exec.Command(goTool(t), "build", "-o", builds.demo, ".").CombinedOutput(); err != nil {
-			builds.demoErr = err
-			t.Logf("%s", out)
-		}
-		cmd := exec.Command(goTool(t), "build", "-o", builds.worker, "./cmd/bg-worker")
-		cmd.Dir = findRepoRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			builds.workErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if builds.demoErr != nil || builds.workErr != nil {
-		t.Fatalf("build: %v %v", builds.demoErr, builds.workErr)
-	}
-	return builds.demo, builds.worker
+	return testenv.Build(t, "./cmd/bg-demo"), testenv.Build(t, "./cmd/bg-worker")
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if builds.dir != "" {
-		os.RemoveAll(builds.dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // demoProc is a running bg-demo with its output collected.
 type demoProc struct {
