@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/bg-worker/bg-worker/internal/config"
 	"github.com/bg-worker/bg-worker/internal/lock"
 	"github.com/bg-worker/bg-worker/internal/store"
+	"github.com/bg-worker/bg-worker/internal/wiring"
 )
 
 // cmdCheck validates the configuration against the database without changing anything:
@@ -112,36 +111,18 @@ func configErrors(err error) []error {
 	return out
 }
 
-// checkLockSession takes a session advisory lock on a dedicated connection and checks
-// pg_locks sees it on the same backend, as the leader's lock session does.
+// checkLockSession takes a lock the way a leader does (lock.Session: it verifies in
+// pg_locks that the lock sits on its own backend, ErrPooler otherwise) and releases it.
 func checkLockSession(ctx context.Context, cfg config.Config) error {
 	connCfg, err := store.ParseConfig(cfg.DatabaseURL, cfg.WorkerID)
 	if err != nil {
 		return err
 	}
-	conn, err := pgx.ConnectConfig(ctx, connCfg)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+	sess := lock.NewSession(connCfg, lock.KeyFor("bg-worker check"), wiring.LockOptions(cfg))
+	defer sess.Close(context.WithoutCancel(ctx))
+	lease, _, err := sess.TryAcquire(ctx)
+	if err != nil || lease == nil {
+		return err // nil lease: another check holds it right now, which proves it visible
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	key := lock.KeyFor("bg-worker check")
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, key.Namespace, key.ID).Scan(&got); err != nil {
-		return err
-	}
-	if !got {
-		return nil // another check holds it right now: visible enough
-	}
-	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, key.Namespace, key.ID) //nolint:errcheck
-	var visible bool
-	err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND pid = pg_backend_pid() AND classid::bigint = $1::bigint AND objid::bigint = $2::bigint AND objsubid = 2)`,
-		key.Namespace, key.ID).Scan(&visible)
-	if err != nil {
-		return err
-	}
-	if !visible {
-		return lock.ErrPooler
-	}
-	return nil
+	return sess.Release(ctx)
 }
