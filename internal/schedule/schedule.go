@@ -149,37 +149,24 @@ func (c *Cron) Next(after time.Time) time.Time {
 }
 
 // gapInstant finds a forward change in (after, n] whose skipped wall-clock times the
-// expression names, and returns the instant the change happens.
+// expression names, and returns the instant the change happens. It visits only the
+// zone's transitions (time.Time.ZoneBounds): none at all in UTC or a fixed zone.
 func (c *Cron) gapInstant(after, n time.Time) (time.Time, bool) {
-	const step = 30 * time.Minute
-	for u := after; u.Before(n); u = u.Add(step) {
-		v := u.Add(step)
-		if v.After(n) {
-			v = n
-		}
+	for u := after; ; {
 		_, ou := u.In(c.loc).Zone()
-		_, ov := v.In(c.loc).Zone()
-		if ov <= ou {
-			continue
+		_, change := u.In(c.loc).ZoneBounds()
+		if change.IsZero() || change.After(n) {
+			return time.Time{}, false
 		}
-		// The change is in (u, v]: find its instant to the second.
-		lo, hi := u, v
-		for hi.Sub(lo) > time.Second {
-			mid := lo.Add(hi.Sub(lo) / 2).Truncate(time.Second)
-			if _, om := mid.In(c.loc).Zone(); om > ou {
-				hi = mid
-			} else {
-				lo = mid
+		if _, ov := change.In(c.loc).Zone(); ov > ou {
+			gapEnd := naive(change, c.loc)
+			gapStart := gapEnd.Add(-time.Duration(ov-ou) * time.Second)
+			if w := c.wall.Next(gapStart.Add(-time.Second)); !w.IsZero() && w.Before(gapEnd) {
+				return change, true
 			}
 		}
-		change := hi
-		gapEnd := naive(change, c.loc)
-		gapStart := gapEnd.Add(-time.Duration(ov-ou) * time.Second)
-		if w := c.wall.Next(gapStart.Add(-time.Second)); !w.IsZero() && w.Before(gapEnd) && change.After(after) {
-			return change, true
-		}
+		u = change
 	}
-	return time.Time{}, false
 }
 
 // Window implements Schedule.

@@ -117,3 +117,20 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+// Window runs on every leader wake-up and every metrics scrape: it must stay cheap for a
+// daily schedule in a zone with daylight saving.
+func BenchmarkCronWindow(b *testing.B) {
+	for _, tz := range []string{"UTC", "Europe/Berlin"} {
+		b.Run(tz, func(b *testing.B) {
+			c, err := ParseCron("0 3 * * *", tz)
+			if err != nil {
+				b.Fatal(err)
+			}
+			t := utc("2027-03-27T12:00:00Z")
+			for b.Loop() {
+				c.Window(t)
+			}
+		})
+	}
+}
