@@ -39,10 +39,10 @@ func newSentry(cfg config.Config, log *slog.Logger) *sentryReporter {
 		WorkerID: cfg.WorkerID, Secrets: secrets, Logger: log,
 	})
 	if err != nil {
-		log.Error("Sentry is off: could not start its client", "error", err, "dsn", config.RedactSentryDSN(cfg.SentryDSN))
+		log.Error("Sentry is off: could not start its client", "error", err, "dsn", config.RedactEndpoint(cfg.SentryDSN))
 		return nil
 	}
-	log.Info("Reporting failed runs and cron check-ins to Sentry", "dsn", config.RedactSentryDSN(cfg.SentryDSN),
+	log.Info("Reporting failed runs and cron check-ins to Sentry", "dsn", config.RedactEndpoint(cfg.SentryDSN),
 		"environment", cfg.SentryEnvironment, "release", release)
 	return &sentryReporter{hook: h}
 }

@@ -50,7 +50,7 @@ func checkSentryDSN(dsn string) string {
 		// url.Error quotes the input: never use its text.
 		return "does not parse as a URL; want " + sentryDSNForm
 	}
-	shown := RedactSentryDSN(dsn)
+	shown := RedactEndpoint(dsn) // the keys are user info: hidden whole
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
 		return "must start with https:// (or http://): want " + sentryDSNForm
@@ -71,18 +71,6 @@ func checkSentryDSN(dsn string) string {
 		return "has no project id, the last part of its path (" + shown + "): want " + sentryDSNForm
 	}
 	return ""
-}
-
-// RedactSentryDSN hides a DSN's keys (everything between "://" and the last "@") for
-// logs and errors: "https://xxxxx@o1.ingest.sentry.io/42". The host and project id stay.
-func RedactSentryDSN(dsn string) string {
-	if start, at, ok := userinfo(dsn); ok {
-		return redact(dsn, [][2]int{{start, at}})
-	}
-	if at := strings.LastIndexByte(dsn, '@'); at >= 0 {
-		return redact(dsn, [][2]int{{0, at}})
-	}
-	return dsn
 }
 
 // SentryKeys returns the DSN's public and secret key (empty when absent), for scrubbing

@@ -88,6 +88,7 @@ func TestSentryConfigBadEnvironment(t *testing.T) {
 	}
 }
 
+// TestRedactSentryDSN: a DSN's keys are its user info, hidden by RedactEndpoint.
 func TestRedactSentryDSN(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
@@ -98,8 +99,8 @@ func TestRedactSentryDSN(t *testing.T) {
 		"https://o1.ingest.sentry.io/42":         "https://o1.ingest.sentry.io/42",
 		"https://key@o1.ingest.sentry.io/42?x=@": "https://xxxxx@",
 	} {
-		if got := RedactSentryDSN(in); got != want {
-			t.Errorf("RedactSentryDSN(%q) = %q, want %q", in, got, want)
+		if got := RedactEndpoint(in); got != want {
+			t.Errorf("RedactEndpoint(%q) = %q, want %q", in, got, want)
 		}
 	}
 	if p, s := SentryKeys("https://pub:sec@host/1"); p != "pub" || s != "sec" {
