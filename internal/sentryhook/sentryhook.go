@@ -40,6 +40,7 @@ import (
 
 	"github.com/getsentry/sentry-go"
 
+	"github.com/bg-worker/bg-worker/internal/jobs"
 	"github.com/bg-worker/bg-worker/internal/scheduler"
 	"github.com/bg-worker/bg-worker/internal/store"
 )
@@ -449,7 +450,7 @@ const maxMinutes = 40320
 func MonitorConfig(interval, timeout, checkInEvery time.Duration) *sentry.MonitorConfig {
 	period := max(interval, checkInEvery, time.Minute)
 	if timeout <= 0 {
-		timeout = max(10*interval, 10*time.Minute)
+		timeout = jobs.DefaultTimeout(interval)
 	}
 	every := ceilMinutes(period)
 	margin := ceilMinutes(min(timeout, max(period, 5*time.Minute)))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/bg-worker/bg-worker/internal/jobs"
 	"github.com/bg-worker/bg-worker/internal/lock"
 	"github.com/bg-worker/bg-worker/internal/scheduler"
 	"github.com/bg-worker/bg-worker/internal/sentryhook"
@@ -62,7 +63,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func runInfo(job string, id int64, tick time.Time, interval time.Duration) scheduler.RunInfo {
 	return scheduler.RunInfo{Job: job, RunID: id, TickAt: tick, Trigger: store.TriggerSchedule,
-		Interval: interval, Timeout: max(10*interval, 10*time.Minute)}
+		Interval: interval, Timeout: jobs.DefaultTimeout(interval)}
 }
 
 // A failed run is one event (job, run id, worker id, tick, the error chain) and one
@@ -425,6 +426,13 @@ func TestSentryMonitorConfig(t *testing.T) {
 		want := fmt.Sprintf("{Type:interval Value:%d Unit:minute} %d %d", tc.every, tc.margin, tc.maxRuntimeMinutes)
 		if got != want {
 			t.Errorf("MonitorConfig(%v, %v) = %s, want %s", tc.interval, tc.timeout, got, want)
+		}
+	}
+	// No timeout: the job's default (jobs.DefaultTimeout), as the scheduler applies it.
+	for _, iv := range []time.Duration{5 * time.Second, time.Hour} {
+		got, want := sentryhook.MonitorConfig(iv, 0, time.Minute), sentryhook.MonitorConfig(iv, jobs.DefaultTimeout(iv), time.Minute)
+		if *got != *want {
+			t.Errorf("MonitorConfig(%v, 0) = %+v, want the default timeout's %+v", iv, got, want)
 		}
 	}
 	if s := sentryhook.Slug("Sync Uploads/éx"); s != "sync-uploads--x" {
