@@ -173,21 +173,20 @@ var rangeNote = map[string]string{
 // Load reads the environment on top of Defaults. It returns every offending variable
 // (errors.Join of *Error), not just the first.
 func Load(env LookupEnv) (Config, error) {
-	getenv := func(name string) string { v, _ := env(name); return v }
 	c := Defaults()
 	var errs []error
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, &Error{Var: name, Msg: fmt.Sprintf(format, args...)})
 	}
 	str := func(name string, dst *string) {
-		if v, ok := lookup(getenv, name); ok {
+		if v, ok := env.value(name); ok {
 			*dst = v
 		}
 	}
 	// dur reads a duration within [lo, hi]; it reports false when the variable is set
 	// but rejected.
 	dur := func(name string, dst *time.Duration, lo, hi time.Duration) bool {
-		v, ok := lookup(getenv, name)
+		v, ok := env.value(name)
 		if !ok {
 			return true
 		}
@@ -206,7 +205,7 @@ func Load(env LookupEnv) (Config, error) {
 		return false
 	}
 	intIn := func(name string, dst *int, hi int) {
-		v, ok := lookup(getenv, name)
+		v, ok := env.value(name)
 		if !ok {
 			return
 		}
@@ -225,16 +224,16 @@ func Load(env LookupEnv) (Config, error) {
 		}
 	}
 
-	c.DatabaseURL = strings.TrimSpace(getenv("DATABASE_URL"))
+	c.DatabaseURL, _ = env.value("DATABASE_URL")
 	str("R2_ACCOUNT_ID", &c.R2AccountID)
 	str("R2_ACCESS_KEY_ID", &c.R2AccessKeyID)
-	c.R2SecretAccessKey = getenv("R2_SECRET_ACCESS_KEY")
+	c.R2SecretAccessKey, _ = env("R2_SECRET_ACCESS_KEY") // exact: a secret is not trimmed
 	str("R2_BUCKET_NAME", &c.R2BucketName)
 	str("R2_ENDPOINT", &c.R2Endpoint)
 	str("R2_REGION", &c.R2Region)
 	str("R2_PREFIX", &c.R2Prefix)
 
-	if v, ok := lookup(getenv, "WORKER_INTERVAL_MS"); ok {
+	if v, ok := env.value("WORKER_INTERVAL_MS"); ok {
 		maxMs := MaxInterval.Milliseconds()
 		n, err := strconv.ParseInt(v, 10, 64)
 		switch {
@@ -251,7 +250,7 @@ func Load(env LookupEnv) (Config, error) {
 		}
 	}
 	str("WORKER_ID", &c.WorkerID)
-	if v, ok := lookup(getenv, "WORKER_JOBS"); ok {
+	if v, ok := env.value("WORKER_JOBS"); ok {
 		for _, j := range strings.Split(v, ",") {
 			if j = strings.TrimSpace(j); j != "" {
 				c.Jobs = append(c.Jobs, j)
@@ -275,7 +274,7 @@ func Load(env LookupEnv) (Config, error) {
 	dur("SYNC_MAX_BACKOFF", &c.SyncMaxBackoff, MinDuration, MaxDuration)
 	dur("ORPHAN_SCAN_INTERVAL", &c.OrphanScanInterval, MinOrphanScanInterval, MaxInterval)
 	dur("ORPHAN_MIN_AGE", &c.OrphanMinAge, MinDuration, MaxDuration)
-	if v, ok := lookup(getenv, "ORPHAN_DELETE"); ok {
+	if v, ok := env.value("ORPHAN_DELETE"); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			bad("ORPHAN_DELETE", "%q is not true or false", v)
@@ -426,7 +425,10 @@ func (c *Config) SlogLevel() string {
 	return c.LogLevel
 }
 
-func lookup(getenv func(string) string, name string) (string, bool) {
-	v := strings.TrimSpace(getenv(name))
+// value reads one variable, trimmed. As everywhere, a variable set to nothing (or to
+// spaces) means its default: compose passes every variable, set or not.
+func (env LookupEnv) value(name string) (string, bool) {
+	v, _ := env(name)
+	v = strings.TrimSpace(v)
 	return v, v != ""
 }

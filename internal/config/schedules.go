@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"time"
 
 	"github.com/bg-worker/bg-worker/internal/schedule"
@@ -12,12 +11,11 @@ import (
 // ("TZ=Europe/Berlin 0 3 * * *"). It and ORPHAN_SCAN_INTERVAL are two spellings of one
 // setting: setting both is an error.
 func loadSchedules(env LookupEnv, c *Config, bad func(name, format string, args ...any)) {
-	v, _ := env("ORPHAN_SCAN_SCHEDULE")
-	v = strings.TrimSpace(v)
-	if v == "" {
+	v, ok := env.value("ORPHAN_SCAN_SCHEDULE")
+	if !ok {
 		return
 	}
-	if iv, _ := env("ORPHAN_SCAN_INTERVAL"); strings.TrimSpace(iv) != "" {
+	if _, both := env.value("ORPHAN_SCAN_INTERVAL"); both {
 		bad("ORPHAN_SCAN_SCHEDULE", "set it or ORPHAN_SCAN_INTERVAL, not both")
 		return
 	}

@@ -9,9 +9,8 @@ import (
 // run (default: the job's own, derived from its interval). Job names are checked against
 // the registry where it is known (cmd/bg-worker), not here.
 func loadJobTimeouts(env LookupEnv, c *Config, bad func(name, format string, args ...any)) {
-	v, _ := env("JOB_TIMEOUTS")
-	v = strings.TrimSpace(v)
-	if v == "" {
+	v, ok := env.value("JOB_TIMEOUTS")
+	if !ok {
 		return
 	}
 	c.JobTimeouts = map[string]time.Duration{}

@@ -104,14 +104,7 @@ func (m UploadsMapping) Columns() []Column {
 // checked here; whether the names exist is a question for the database (internal/uploadmap).
 func loadUploads(env LookupEnv, c *Config, bad func(name, format string, args ...any)) {
 	c.Uploads = DefaultUploads()
-	// As everywhere, a variable set to nothing means its default (compose passes every
-	// variable, set or not).
-	set := func(name string) (string, bool) {
-		v, _ := env(name)
-		v = strings.TrimSpace(v)
-		return v, v != ""
-	}
-	if v, ok := set("DATABASE_SCHEMA"); ok {
+	if v, ok := env.value("DATABASE_SCHEMA"); ok {
 		c.DatabaseSchema = v
 		switch {
 		case len(c.DatabaseSchema) > 63:
@@ -125,7 +118,7 @@ func loadUploads(env LookupEnv, c *Config, bad func(name, format string, args ..
 
 	anySet := false
 	for _, name := range UploadsVars {
-		if _, ok := set(name); ok {
+		if _, ok := env.value(name); ok {
 			anySet = true
 			c.Uploads.Explicit = append(c.Uploads.Explicit, name)
 		}
@@ -135,7 +128,7 @@ func loadUploads(env LookupEnv, c *Config, bad func(name, format string, args ..
 	}
 	m := &c.Uploads
 	m.Default = false
-	if v, ok := set("UPLOADS_TABLE"); ok {
+	if v, ok := env.value("UPLOADS_TABLE"); ok {
 		schema, table, qualified := strings.Cut(v, ".")
 		if !qualified {
 			schema, table = DefaultTableSchema, v
@@ -155,7 +148,7 @@ func loadUploads(env LookupEnv, c *Config, bad func(name, format string, args ..
 		m.ContentTypeColumn, m.VerifiedAtColumn, m.UpdatedAtColumn = "", "", ""
 	}
 	name := func(v string, dst *string) {
-		raw, ok := set(v)
+		raw, ok := env.value(v)
 		if !ok {
 			return
 		}
