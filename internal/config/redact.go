@@ -3,7 +3,6 @@ package config
 import (
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"unicode"
 )
@@ -105,23 +104,18 @@ func kvRanges(s string) [][2]int {
 
 // redact replaces the union of the spans with one mask each.
 func redact(s string, spans [][2]int) string {
-	if len(spans) == 0 {
-		return s
-	}
 	spans = slices.DeleteFunc(spans, func(sp [2]int) bool { return sp[0] >= sp[1] })
 	if len(spans) == 0 {
 		return s
 	}
-	sort.Slice(spans, func(i, j int) bool { return spans[i][0] < spans[j][0] })
+	slices.SortFunc(spans, func(a, b [2]int) int { return a[0] - b[0] })
 	var b strings.Builder
 	pos := 0
 	for i := 0; i < len(spans); {
+		// Merged spans end before the next one starts, so lo >= pos.
 		lo, hi := spans[i][0], spans[i][1]
 		for i++; i < len(spans) && spans[i][0] <= hi; i++ {
 			hi = max(hi, spans[i][1])
-		}
-		if lo < pos {
-			lo = pos
 		}
 		b.WriteString(s[pos:lo])
 		b.WriteString(mask)
