@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bg-worker/bg-worker/internal/schedule"
 )
 
 // Defaults of the database-backed collector: a scrape waits at most DefaultDBTimeout for
@@ -61,7 +63,8 @@ type DBSource interface {
 }
 
 // Windows gives a job's tick windows (internal/schedule.Schedule satisfies it): Window
-// returns the window containing t and the next one's start.
+// returns the window containing t and the next one's start. A job without one has
+// schedule.Every windows of its recorded interval.
 type Windows interface {
 	Window(t time.Time) (start, next time.Time)
 }
@@ -198,13 +201,14 @@ func (c *DBCollector) Collect(ch chan<- prometheus.Metric) {
 			if !j.LastSuccess.IsZero() {
 				ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, unixSeconds(j.LastSuccess), j.Job)
 			}
-			if w := c.schedule(j.Job); w != nil {
+			w := c.schedule(j.Job)
+			if w == nil && j.Interval >= time.Millisecond {
+				w = schedule.Every(j.Interval)
+			}
+			if w != nil {
 				if _, next := w.Window(now); !next.IsZero() {
 					ch <- prometheus.MustNewConstMetric(c.nextTick, prometheus.GaugeValue, unixSeconds(next), j.Job)
 				}
-			} else if iv := j.Interval.Milliseconds(); iv > 0 {
-				next := (now.UnixMilli()/iv + 1) * iv
-				ch <- prometheus.MustNewConstMetric(c.nextTick, prometheus.GaugeValue, float64(next)/1000, j.Job)
 			}
 			seen := map[string]bool{}
 			for _, w := range j.Leaders {
