@@ -128,11 +128,14 @@ func classify(op, bucket, key string, err error) error {
 		return nil
 	}
 	status, code := httpStatus(err), apiCode(err)
-	what := fmt.Sprintf("bucket: %s %q", op, bucket)
-	if op == OpHead {
+	var what string
+	switch {
+	case op == OpHead:
 		what = fmt.Sprintf("bucket: %s %q in bucket %q", op, key, bucket)
-	} else if op == OpList && key != "" {
+	case op == OpList && key != "":
 		what = fmt.Sprintf("bucket: %s prefix %q in bucket %q", op, key, bucket)
+	default:
+		what = fmt.Sprintf("bucket: %s %q", op, bucket)
 	}
 	detail := func() string {
 		switch {
