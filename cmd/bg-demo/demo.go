@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +24,6 @@ import (
 )
 
 const (
-	modulePath = "github.com/bg-worker/bg-worker"
 	dbName     = "bg_demo"
 	bucketName = "bg-demo"
 	prefix     = "uploads/"
@@ -513,12 +511,8 @@ func (d *demo) buildWorker(ctx context.Context, root string) error {
 	}
 	d.trackDir(d.binDir.Path)
 	d.workerBin = filepath.Join(d.binDir.Path, "bg-worker")
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	t := time.Now()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", d.workerBin, "./cmd/bg-worker")
+	cmd := exec.CommandContext(ctx, devservers.GoTool(), "build", "-o", d.workerBin, "./cmd/bg-worker")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/bg-worker: %w\n%s", err, out)
@@ -598,22 +592,10 @@ func configVars() []string {
 	return names
 }
 
-// findRepoRoot walks up from the working directory to this module's go.mod ("" if none).
+// findRepoRoot is the repository's root, "" when not inside it.
 func findRepoRoot() string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
-			if first, _, _ := strings.Cut(string(b), "\n"); strings.TrimSpace(first) == "module "+modulePath {
-				return dir
-			}
-		}
-		if filepath.Dir(dir) == dir {
-			return ""
-		}
-	}
+	root, _ := devservers.RepoRoot()
+	return root
 }
 
 // findVersitygw: --versitygw, $VERSITYGW_BIN, <repo>/.bin/versitygw, PATH.

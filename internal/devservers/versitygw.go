@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -209,16 +210,15 @@ const versitygwPkg = "github.com/versity/versitygw/cmd/versitygw"
 // VersitygwBinary finds the versitygw binary to run: $VERSITYGW_BIN when set, else
 // <repo>/.bin/versitygw when it is newer than <repo>/tools/go.mod, else it builds that
 // from the version pinned in tools/go.mod (go build, run in <repo>/tools; a few minutes
-// on a fresh machine). <repo> is the first directory above the working directory that
-// holds go.mod and tools/go.mod. Concurrent callers, in this process or others, serialise
-// the build on a lock file, <repo>/.bin/.lock. A build is reported on stderr.
+// on a fresh machine). <repo> is RepoRoot. Concurrent callers, in this process or others,
+// serialise the build on a lock file, <repo>/.bin/.lock. A build is reported on stderr.
 func VersitygwBinary(ctx context.Context) (string, error) {
 	if p := os.Getenv("VERSITYGW_BIN"); p != "" {
 		return p, nil
 	}
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w (set VERSITYGW_BIN)", err)
 	}
 	binDir := filepath.Join(root, ".bin")
 	bin := filepath.Join(binDir, "versitygw")
@@ -242,19 +242,11 @@ func VersitygwBinary(ctx context.Context) (string, error) {
 	if fresh(bin, modFile) {
 		return bin, nil
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		if goroot := os.Getenv("GOROOT"); goroot != "" {
-			goBin = filepath.Join(goroot, "bin", "go")
-		} else {
-			return "", fmt.Errorf("go not on PATH to build %s (or set VERSITYGW_BIN): %w", bin, err)
-		}
-	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 	tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
 	defer os.Remove(tmp)
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", tmp, versitygwPkg)
+	cmd := exec.CommandContext(ctx, GoTool(), "build", "-o", tmp, versitygwPkg)
 	cmd.Dir = filepath.Join(root, "tools") // the tools module pins the version
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	cmd.WaitDelay = 5 * time.Second
@@ -279,26 +271,35 @@ func fresh(bin, modFile string) bool {
 	return err == nil && b.ModTime().After(m.ModTime())
 }
 
-// repoRoot walks up from the working directory to the directory holding go.mod and
-// tools/go.mod.
-func repoRoot() (string, error) {
+// Module is the worker's module path: RepoRoot looks for the go.mod that declares it.
+const Module = "github.com/bg-worker/bg-worker"
+
+// RepoRoot is the repository's root: the nearest directory above the working directory
+// whose go.mod declares Module (so a nested module such as deploy/ is not mistaken for it).
+func RepoRoot() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
-	for dir := wd; ; {
-		if isFile(filepath.Join(dir, "go.mod")) && isFile(filepath.Join(dir, "tools", "go.mod")) {
-			return dir, nil
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.TrimSpace(line) == "module "+Module {
+					return dir, nil
+				}
+			}
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no directory with go.mod and tools/go.mod above %s (set VERSITYGW_BIN)", wd)
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("no go.mod of %s above %s", Module, wd)
 		}
-		dir = parent
 	}
 }
 
-func isFile(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular()
+// GoTool is the go command: on PATH, else the one of the toolchain this binary was built
+// with.
+func GoTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }

@@ -5,10 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 // builds caches Build's binaries per test binary: package and tags → path or error.
@@ -57,7 +58,7 @@ func Build(t testing.TB, pkg string, tags ...string) string {
 		if len(tags) > 0 {
 			args = append(args, "-tags", strings.Join(tags, ","))
 		}
-		cmd := exec.Command(goTool(), append(args, pkg)...)
+		cmd := exec.Command(devservers.GoTool(), append(args, pkg)...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
@@ -67,12 +68,4 @@ func Build(t testing.TB, pkg string, tags ...string) string {
 		t.Fatal(b.err)
 	}
 	return b.path
-}
-
-// goTool is the go command: on PATH, else the one this test binary was built with.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }

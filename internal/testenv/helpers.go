@@ -2,11 +2,11 @@ package testenv
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bg-worker/bg-worker/internal/devservers"
 )
 
 // Poll checks cond every few milliseconds until it holds, and fails the test (naming
@@ -25,28 +25,16 @@ func Poll(t testing.TB, within time.Duration, what string, cond func() bool) tim
 	return time.Since(start)
 }
 
-// RepoRoot is the repository's root: the nearest directory above the working directory
-// that holds the worker's go.mod and sqlc.yaml (so a nested module such as deploy/ is
-// not mistaken for it).
+// RepoRoot is the repository's root (devservers.RepoRoot): the nearest directory above
+// the working directory whose go.mod declares the worker's module, so a nested module
+// such as deploy/ is not mistaken for it.
 func RepoRoot(t testing.TB) string {
 	t.Helper()
-	wd, err := os.Getwd()
+	root, err := devservers.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if fileExists(filepath.Join(dir, "go.mod")) && fileExists(filepath.Join(dir, "sqlc.yaml")) {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatalf("no repository root (go.mod and sqlc.yaml) above %s", wd)
-		}
-	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+	return root
 }
 
 // LogBuffer collects what concurrent writers (loggers, child processes) write; safe for
