@@ -20,19 +20,9 @@ import (
 func cmdOnce(ctx context.Context, args []string, env config.LookupEnv, stdout, stderr io.Writer) error {
 	fs := newFlags("once", stderr)
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the run")
-	// Accept flags before or after JOB.
-	var name string
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		name, args = args[0], args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
+	name, err := parseJobFlags(fs, args, "bg-worker once JOB [--timeout D]")
+	if err != nil {
 		return err
-	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
-	}
-	if name == "" || fs.NArg() > 1 || (fs.NArg() == 1 && fs.Arg(0) != name) {
-		return &usageError{errors.New("usage: bg-worker once JOB [--timeout D]")}
 	}
 	if *timeout <= 0 {
 		return &usageError{errors.New("--timeout must be positive")}

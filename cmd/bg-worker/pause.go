@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,12 +12,25 @@ import (
 	"github.com/bg-worker/bg-worker/internal/store"
 )
 
-// jobArg reads `CMD JOB [flags]` or `CMD [flags] JOB`: flags may come before or after JOB.
-func jobArg(args []string) (string, []string) {
+// parseJobFlags parses `CMD JOB [flags]` or `CMD [flags] JOB` (flags before or after
+// the one JOB argument) and returns JOB; anything else is a usage error.
+func parseJobFlags(fs *flag.FlagSet, args []string, usage string) (string, error) {
+	var name string
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		return args[0], args[1:]
+		name, args = args[0], args[1:]
 	}
-	return "", args
+	if err := parseFlags(fs, args); err != nil {
+		return "", err
+	}
+	if name == "" && fs.NArg() == 1 {
+		name = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		name = ""
+	}
+	if name == "" {
+		return "", &usageError{errors.New("usage: " + usage)}
+	}
+	return name, nil
 }
 
 // cmdPause pauses a job on every replica: from its next window its leader starts no new
@@ -28,20 +42,12 @@ func cmdPause(ctx context.Context, args []string, env config.LookupEnv, stdout, 
 	reason := fs.String("reason", "", "why (shown by status and worker_lock_holders)")
 	now := fs.Bool("now", false, "also cancel a run in progress")
 	by := fs.String("by", defaultActor(env), "who pauses (shown by status)")
-	name, rest := jobArg(args)
-	if err := parseFlags(fs, rest); err != nil {
+	name, err := parseJobFlags(fs, args, "bg-worker pause JOB [--for D] [--reason TEXT] [--now]")
+	if err != nil {
 		return err
-	}
-	if name == "" && fs.NArg() == 1 {
-		name = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return &usageError{errors.New("usage: bg-worker pause JOB [--for D] [--reason TEXT] [--now]")}
 	}
 	if *forD < 0 {
 		return &usageError{errors.New("--for must be positive")}
-	}
-	if name == "" {
-		return &usageError{errors.New("usage: bg-worker pause JOB [--for D] [--reason TEXT] [--now]")}
 	}
 	_, st, err := commandStore(ctx, env, stderr)
 	if err != nil {
@@ -67,14 +73,9 @@ func cmdPause(ctx context.Context, args []string, env config.LookupEnv, stdout, 
 // replica leads it.
 func cmdResume(ctx context.Context, args []string, env config.LookupEnv, stdout, stderr io.Writer) error {
 	fs := newFlags("resume", stderr)
-	name, rest := jobArg(args)
-	if err := parseFlags(fs, rest); err != nil {
+	name, err := parseJobFlags(fs, args, "bg-worker resume JOB")
+	if err != nil {
 		return err
-	}
-	if name == "" && fs.NArg() == 1 {
-		name = fs.Arg(0)
-	} else if fs.NArg() > 0 || name == "" {
-		return &usageError{errors.New("usage: bg-worker resume JOB")}
 	}
 	_, st, err := commandStore(ctx, env, stderr)
 	if err != nil {
