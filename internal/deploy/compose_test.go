@@ -22,8 +22,6 @@ import (
 	"github.com/bg-worker/bg-worker/internal/testenv"
 )
 
-func repoRoot(t *testing.T) string { return testenv.RepoRoot(t) }
-
 // configVars is every variable internal/config reads: Load asks for each one.
 func configVars() []string {
 	seen := map[string]bool{}
@@ -44,7 +42,7 @@ func configVars() []string {
 // own .env and environment are never read.
 func loadCompose(t *testing.T, env map[string]string, envFile string) *types.Project {
 	t.Helper()
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	var list []string
 	for k, v := range env {
 		list = append(list, k+"="+v)
@@ -239,7 +237,7 @@ func TestComposeDependencies(t *testing.T) {
 }
 
 func TestComposeStopGracePeriod(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	for _, tc := range []struct {
 		name    string
 		env     map[string]string
@@ -392,7 +390,7 @@ var (
 )
 
 func TestEnvExample(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	f, err := os.Open(filepath.Join(root, ".env.example"))
 	if err != nil {
 		t.Fatal(err)
@@ -461,7 +459,7 @@ func TestEmptyVariableMeansDefault(t *testing.T) {
 }
 
 func TestIgnoredSecrets(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	for file, want := range map[string][]string{
 		".gitignore":    {".env"},
 		".dockerignore": {".env", ".git"},

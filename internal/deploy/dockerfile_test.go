@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bg-worker/bg-worker/internal/testenv"
 )
 
 // instruction is one Dockerfile instruction with its continuation lines joined.
@@ -22,7 +24,7 @@ type instruction struct {
 
 func parseDockerfile(t *testing.T) []instruction {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
+	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +74,7 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("final stage FROM %s, want gcr.io/distroless/static…:nonroot", froms[len(froms)-1])
 	}
 	// The Go of the build stage can build this module.
-	goMod, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	goMod, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "go.mod"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +180,7 @@ func TestStaticBuild(t *testing.T) {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	cmd := exec.Command(goBin, build...)
-	cmd.Dir = repoRoot(t)
+	cmd.Dir = testenv.RepoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("CGO_ENABLED=0 go %s: %v\n%s", strings.Join(build, " "), err, b)
