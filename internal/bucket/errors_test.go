@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -138,5 +139,45 @@ func TestUnquoteETag(t *testing.T) {
 		if got := unquoteETag(in); got != want {
 			t.Errorf("unquoteETag(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A store's refusal of one key (SPEC guarantee 6: an answer about one item belongs to that
+// item) is ErrKeyRejected on HEAD only, never transient, and never a bucket-level sentinel;
+// the same statuses on other operations are not about a key.
+func TestClassifyKeyRejected(t *testing.T) {
+	tests := []struct {
+		name     string
+		op       string
+		err      error
+		rejected bool
+	}{
+		{"400 InvalidArgument on head", OpHead, respErr(400, generic("InvalidArgument")), true},
+		{"bare 400 on head", OpHead, respErr(400, nil), true},
+		{"KeyTooLongError on head", OpHead, respErr(400, generic("KeyTooLongError")), true},
+		{"414 on head", OpHead, respErr(414, nil), true},
+		{"405 on head", OpHead, respErr(405, nil), true},
+		{"400 on list", OpList, respErr(400, generic("InvalidArgument")), false},
+		{"400 on head_bucket", OpHeadBucket, respErr(400, nil), false},
+		{"403 on head stays access denied", OpHead, respErr(403, nil), false},
+		{"404 on head stays not found", OpHead, respErr(404, nil), false},
+		{"503 on head stays transient", OpHead, respErr(503, nil), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := classify(tt.op, "bkt", "key", tt.err)
+			if errors.Is(err, ErrKeyRejected) != tt.rejected {
+				t.Fatalf("classify(%v) = %v; Is(ErrKeyRejected) = %v, want %v", tt.err, err, !tt.rejected, tt.rejected)
+			}
+			if !tt.rejected {
+				return
+			}
+			if IsTransient(err) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoSuchBucket) || errors.Is(err, ErrAccessDenied) {
+				t.Fatalf("key rejection %v is also transient or a bucket/object sentinel", err)
+			}
+			if strings.Contains(err.Error(), "key\"") || strings.Contains(err.Error(), "\"key") {
+				t.Fatalf("message %q quotes the key (it is stored with the upload, and may be 1 KiB)", err)
+			}
+		})
 	}
 }
