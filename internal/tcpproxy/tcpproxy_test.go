@@ -14,10 +14,11 @@ import (
 
 // upstream is a line server: it echoes each line back and records what it received.
 type upstream struct {
-	ln   net.Listener
-	mu   sync.Mutex
-	got  []string
-	eofs int
+	ln      net.Listener
+	mu      sync.Mutex
+	got     []string
+	eofs    int
+	accepts int
 }
 
 func newUpstream(t *testing.T) *upstream {
@@ -34,6 +35,9 @@ func newUpstream(t *testing.T) *upstream {
 			if err != nil {
 				return
 			}
+			u.mu.Lock()
+			u.accepts++
+			u.mu.Unlock()
 			go func() {
 				defer c.Close()
 				r := bufio.NewReader(c)
@@ -58,6 +62,12 @@ func newUpstream(t *testing.T) *upstream {
 		}
 	}()
 	return u
+}
+
+func (u *upstream) accepted() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.accepts
 }
 
 func (u *upstream) received() []string {
@@ -234,5 +244,24 @@ func TestCloseDuringPartition(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung during a partition")
+	}
+}
+
+// A connection made during a partition is not connected upstream until the heal (the
+// server sees no new session, as behind a cut cable), and then it is.
+func TestPartitionHoldsNewConnectionsUpstream(t *testing.T) {
+	u := newUpstream(t)
+	p := newProxy(t, u)
+	p.Partition()
+	c, r := dial(t, p)
+	send(t, c, "new")
+	expectSilence(t, c, r, 300*time.Millisecond)
+	if n := u.accepted(); n != 0 {
+		t.Fatalf("upstream accepted %d connections during the partition, want 0", n)
+	}
+	p.Heal()
+	expectLine(t, c, r, "echo new", 5*time.Second)
+	if n := u.accepted(); n != 1 {
+		t.Fatalf("upstream accepted %d connections after the heal, want 1", n)
 	}
 }
