@@ -246,13 +246,12 @@ func appliedVersions(ctx context.Context, conn *pgx.Conn) (map[int]bool, error) 
 // When the table or its id column changed, the worker's per-upload state is about other
 // rows and is dropped.
 func installMapping(ctx context.Context, conn *pgx.Conn, r *uploadmap.Resolved) (bool, error) {
-	var fp, table, idCol string
-	err := conn.QueryRow(ctx, `SELECT fingerprint, table_name, id_column FROM upload_mapping`).Scan(&fp, &table, &idCol)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return false, fmt.Errorf("read upload_mapping: %w", err)
+	old, err := InstalledMapping(ctx, conn)
+	if err != nil {
+		return false, err
 	}
 	want := r.Fingerprint()
-	if fp == want {
+	if old.Fingerprint == want {
 		return false, nil
 	}
 	mapping, err := json.Marshal(r.Mapping)
@@ -266,7 +265,7 @@ func installMapping(ctx context.Context, conn *pgx.Conn, r *uploadmap.Resolved) 
 		if _, err := tx.Exec(ctx, r.Render()); err != nil {
 			return fmt.Errorf("create the mapping's objects: %w", err)
 		}
-		if fp != "" && (table != r.Mapping.QualifiedTable() || idCol != r.Mapping.IDColumn) {
+		if old.Fingerprint != "" && (old.Mapping.QualifiedTable() != r.Mapping.QualifiedTable() || old.Mapping.IDColumn != r.Mapping.IDColumn) {
 			if _, err := tx.Exec(ctx, `DELETE FROM upload_checks`); err != nil {
 				return fmt.Errorf("clear upload_checks: %w", err)
 			}
@@ -284,21 +283,28 @@ func installMapping(ctx context.Context, conn *pgx.Conn, r *uploadmap.Resolved) 
 	return true, nil
 }
 
-// MappingFingerprint returns the fingerprint migrate recorded ("" when none is).
-func MappingFingerprint(ctx context.Context, q Querier) (string, error) {
-	var fp string
-	err := q.QueryRow(ctx, `SELECT fingerprint FROM upload_mapping`).Scan(&fp)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
+// Installed is the uploads mapping migrate installed.
+type Installed struct {
+	Fingerprint string // "" when none is installed (or nothing is migrated yet)
+	Mapping     config.UploadsMapping
+}
+
+// InstalledMapping reads what migrate recorded in upload_mapping.
+func InstalledMapping(ctx context.Context, q Querier) (Installed, error) {
+	var in Installed
+	var raw []byte
+	err := q.QueryRow(ctx, `SELECT fingerprint, mapping FROM upload_mapping`).Scan(&in.Fingerprint, &raw)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
-		return "", nil
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
+		return Installed{}, nil
+	case err != nil:
+		return Installed{}, fmt.Errorf("read upload_mapping: %w", err)
 	}
-	if err != nil {
-		return "", fmt.Errorf("read upload_mapping: %w", err)
+	if err := json.Unmarshal(raw, &in.Mapping); err != nil {
+		return Installed{}, fmt.Errorf("read upload_mapping: %w", err)
 	}
-	return fp, nil
+	return in, nil
 }
 
 // DefaultOptions is the default schema and the default uploads table.

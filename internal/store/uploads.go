@@ -267,7 +267,8 @@ func mappingDiff(recorded, m config.UploadsMapping) error {
 
 // MappingFingerprint is the fingerprint migrate recorded ("" when none).
 func (s *Store) MappingFingerprint(ctx context.Context) (string, error) {
-	return migrations.MappingFingerprint(ctx, s.db)
+	in, err := migrations.InstalledMapping(ctx, s.db)
+	return in.Fingerprint, err
 }
 
 // SchemaAccess reports a worker schema this session cannot use: PostgreSQL silently
