@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -223,23 +222,20 @@ func (s *Store) CheckMapping(ctx context.Context, m config.UploadsMapping) (*upl
 	if err != nil {
 		return nil, err
 	}
-	var fp string
-	var raw []byte
-	err = s.db.QueryRow(ctx, `SELECT fingerprint, mapping FROM upload_mapping`).Scan(&fp, &raw)
+	in, err := migrations.InstalledMapping(ctx, s.db)
 	if err != nil {
-		if !errors.Is(err, pgx.ErrNoRows) && !isUndefined(err) {
-			return nil, fmt.Errorf("read upload_mapping: %w", err)
-		}
+		return nil, err
+	}
+	if in.Fingerprint == "" {
 		if err := s.SchemaAccess(ctx); err != nil {
 			return nil, err
 		}
 		return nil, &config.Error{Var: "UPLOADS_TABLE", Msg: "no uploads mapping installed in this schema; run `bg-worker migrate`"}
 	}
-	if fp == r.Fingerprint() {
+	if in.Fingerprint == r.Fingerprint() {
 		return r, nil
 	}
-	var recorded config.UploadsMapping
-	_ = json.Unmarshal(raw, &recorded)
+	recorded := in.Mapping
 	return nil, mappingDiff(recorded, m)
 }
 
