@@ -287,10 +287,7 @@ func (d *demo) createAppTable(ctx context.Context) error {
 // relationsOutsideWorker lists the relations (tables, views, indexes, sequences, types'
 // tables) outside the worker's schema, as schema.name:kind.
 func (d *demo) relationsOutsideWorker(ctx context.Context) ([]string, error) {
-	rows, err := d.db.Query(ctx, `SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'bg_worker') AND n.nspname NOT LIKE 'pg_toast%'
-		ORDER BY 1`)
+	rows, err := d.db.Query(ctx, appshapes.RelationsSQL(false))
 	if err != nil {
 		return nil, fmt.Errorf("list relations: %w", err)
 	}

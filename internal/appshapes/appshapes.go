@@ -48,6 +48,21 @@ func (s Shape) StatusOfSQL() string {
 	return fmt.Sprintf(`SELECT %[1]s::text, %[2]s::text FROM %[3]s WHERE %[1]s = ANY($1::text[])`, s.KeyColumn, s.StatusColumn, s.Table)
 }
 
+// RelationsSQL lists every relation (table, view, index, sequence, ...) outside the
+// worker's schema (bg_worker) and the system schemas, one text per relation, sorted:
+// schema.name:kind, then :owner when withOwner. Taken before migrate and after the
+// replicas ran, it shows that the worker added nothing on the application's side.
+func RelationsSQL(withOwner bool) string {
+	owner := ""
+	if withOwner {
+		owner = " || ':' || pg_get_userbyid(c.relowner)"
+	}
+	return `SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text` + owner + `
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'bg_worker') AND n.nspname NOT LIKE 'pg_toast%'
+		ORDER BY 1`
+}
+
 // EnvList is the mapping as NAME=value entries, sorted by name, for a process environment.
 func (s Shape) EnvList() []string {
 	out := make([]string, 0, len(s.Env))

@@ -133,10 +133,7 @@ func Str(p *string) string {
 // Relations lists every relation outside the worker's schema, with its kind and owner.
 func (d *AppDB) Relations(t testing.TB, ctx context.Context) []string {
 	t.Helper()
-	rows, err := d.Admin.Query(ctx, `SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text || ':' || pg_get_userbyid(c.relowner)
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'bg_worker') AND n.nspname NOT LIKE 'pg_toast%'
-		ORDER BY 1`)
+	rows, err := d.Admin.Query(ctx, appshapes.RelationsSQL(true))
 	if err != nil {
 		t.Fatal(err)
 	}
