@@ -126,7 +126,7 @@ func selectJobs(cfg config.Config, d jobs.Deps) ([]jobs.Job, error) {
 	if err != nil {
 		return nil, &usageError{err}
 	}
-	for _, n := range cfg.JobTimeoutNames() {
+	for n := range cfg.JobTimeouts {
 		if _, ok := jobs.Find(all, n); !ok {
 			return nil, &usageError{&config.Error{Var: "JOB_TIMEOUTS", Msg: fmt.Sprintf("unknown job %q (see bg-worker jobs)", n)}}
 		}

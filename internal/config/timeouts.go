@@ -39,12 +39,3 @@ func loadJobTimeouts(env LookupEnv, c *Config, bad func(name, format string, arg
 		}
 	}
 }
-
-// JobTimeoutNames lists the jobs JOB_TIMEOUTS names, for checking against the registry.
-func (c *Config) JobTimeoutNames() []string {
-	out := make([]string, 0, len(c.JobTimeouts))
-	for n := range c.JobTimeouts {
-		out = append(out, n)
-	}
-	return out
-}
