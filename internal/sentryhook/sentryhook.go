@@ -78,8 +78,9 @@ type Hook struct {
 	closed  bool
 	jobs    map[string]*jobState
 	prints  map[string]*printState
-	queue   chan item
-	done    chan struct{}
+	queue   chan item     // never closed: a run ending during Close must not panic
+	stop    chan struct{} // closed by Close
+	done    chan struct{} // closed when the sender goroutine has returned
 	dropped atomic.Int64
 	lastLog atomic.Int64 // unix nanos of the last "queue full" warning
 }
@@ -153,7 +154,7 @@ func New(o Options) (*Hook, error) {
 	}
 	h := &Hook{opts: o, log: o.Logger, scrub: newScrubber(o.Secrets),
 		jobs: map[string]*jobState{}, prints: map[string]*printState{},
-		queue: make(chan item, o.QueueSize), done: make(chan struct{})}
+		queue: make(chan item, o.QueueSize), stop: make(chan struct{}), done: make(chan struct{})}
 	// The SDK's HTTPTransport: a bounded buffer (dropping when full, never blocking), one
 	// sender with a request timeout, Sentry's rate limits honoured, and a Flush that waits
 	// for everything handed to it (the newer telemetry buffer can lose an item in flight
@@ -354,7 +355,7 @@ func (h *Hook) loop() {
 		}
 		return s
 	}
-	for it := range h.queue {
+	handle := func(it item) {
 		switch {
 		case it.flush != nil:
 			close(it.flush)
@@ -369,6 +370,21 @@ func (h *Hook) loop() {
 			}, 20)
 		case it.event != nil:
 			h.send(it.event, scope(it.event.info.Job))
+		}
+	}
+	for {
+		select {
+		case it := <-h.queue:
+			handle(it)
+		case <-h.stop:
+			for { // hand what is queued to the SDK, then return
+				select {
+				case it := <-h.queue:
+					handle(it)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
@@ -389,11 +405,13 @@ func (h *Hook) Flush(timeout time.Duration) bool {
 	if !closed {
 		select {
 		case h.queue <- item{flush: done}:
+		case <-h.done: // closed meanwhile: the sender drained the queue
 		case <-time.After(time.Until(deadline)):
 			return false
 		}
 		select {
 		case <-done:
+		case <-h.done:
 		case <-time.After(time.Until(deadline)):
 			return false
 		}
@@ -407,7 +425,7 @@ func (h *Hook) Close(timeout time.Duration) bool {
 	h.mu.Lock()
 	if !h.closed {
 		h.closed = true
-		close(h.queue)
+		close(h.stop)
 	}
 	h.mu.Unlock()
 	select {

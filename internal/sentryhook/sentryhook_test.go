@@ -439,3 +439,29 @@ func TestSentryMonitorConfig(t *testing.T) {
 		t.Errorf("Slug = %q", s)
 	}
 }
+
+// Runs that end while the hook closes (a run finishing during shutdown) report nothing
+// and never panic: Close and RunEnded may race.
+func TestSentryRunEndedDuringClose(t *testing.T) {
+	srv := sentrytest.New(t)
+	for range 50 {
+		h, err := sentryhook.New(sentryhook.Options{DSN: srv.DSN(), WorkerID: "w", QueueSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 200 {
+					info := runInfo(fmt.Sprintf("job-%d", g), int64(i), t0.Add(time.Duration(i)*time.Minute), time.Minute)
+					h.RunStarted(info)
+					h.RunEnded(info, store.StatusFailed, errors.New("boom"))
+				}
+			}()
+		}
+		h.Close(time.Millisecond)
+		wg.Wait()
+	}
+}
