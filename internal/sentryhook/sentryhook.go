@@ -340,9 +340,6 @@ func (h *Hook) enqueue(it item) {
 	}
 }
 
-// Dropped is how many reports the full queue refused.
-func (h *Hook) Dropped() int64 { return h.dropped.Load() }
-
 // loop is the sender goroutine: everything that touches the SDK runs here.
 func (h *Hook) loop() {
 	defer close(h.done)
