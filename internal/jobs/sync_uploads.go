@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -416,13 +415,26 @@ func (e *bucketDownError) Error() string {
 }
 func (e *bucketDownError) Unwrap() error { return e.last }
 
-// dbErr explains a statement the application's table lock cancelled.
+// tableLockedError is a statement on the application's table cancelled by lock_timeout.
+type tableLockedError struct {
+	table string
+	err   error
+}
+
+func (e *tableLockedError) Error() string {
+	return fmt.Sprintf("uploads table %s is locked by another session (waited lock_timeout %s); nothing changed, the next tick tries again: %v",
+		e.table, store.AppLockTimeout, e.err)
+}
+func (e *tableLockedError) Unwrap() error { return e.err }
+
+// dbErr explains a statement the application's table lock cancelled (once: an error
+// already explained passes through).
 func (s *syncUploads) dbErr(log *slog.Logger, err error) error {
-	if !store.IsLockTimeout(err) || strings.Contains(err.Error(), "is locked by another session") {
+	var tl *tableLockedError
+	if !store.IsLockTimeout(err) || errors.As(err, &tl) {
 		return err
 	}
-	err = fmt.Errorf("uploads table %s is locked by another session (waited lock_timeout %s); nothing changed, the next tick tries again: %w",
-		s.table, store.AppLockTimeout, err)
+	err = &tableLockedError{table: s.table, err: err}
 	if log != nil {
 		log.Error("Sync job blocked by a lock on the uploads table", "table", s.table, "error", err.Error())
 	}
