@@ -304,12 +304,11 @@ func baseName(p string) string {
 	return p
 }
 
-// uuid4 is a random UUID.
-func uuid4() string {
+// newCheckInID is a random 32-hex-digit id (a version-4 UUID without dashes).
+func newCheckInID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	return hex.EncodeToString(b[:])
 }

@@ -479,8 +479,3 @@ func MonitorConfig(interval, timeout, checkInEvery time.Duration) *sentry.Monito
 func ceilMinutes(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Minutes())))
 }
-
-// newCheckInID is a random 32-hex-digit id.
-func newCheckInID() string {
-	return strings.ReplaceAll(uuid4(), "-", "")
-}
