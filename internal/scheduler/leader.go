@@ -306,9 +306,8 @@ func (l *leader) takeOver(ctx context.Context) error {
 
 func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, req *manualRequest) {
 	lease := l.lease
-	runCtx, cancel := withLease(withHooks(context.WithoutCancel(ctx), l.s.opts.Hooks...), lease)
+	runCtx, cancel := runContext(context.WithoutCancel(ctx), l.job, lease, l.s.opts.Hooks, true)
 	timeout := l.job.EffectiveTimeout()
-	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, timeout, &TimeoutError{Timeout: timeout})
 	a := &activeRun{id: claim.RunID, tickAt: claim.TickAt, cancel: cancel, done: make(chan struct{}), manual: req,
 		giveUpAt: time.Now().Add(timeout + l.sess.Options().ClientBound())}
 	l.cur = a
@@ -319,7 +318,6 @@ func (l *leader) start(ctx context.Context, claim store.Claim, trigger string, r
 		status, _ := runJob(runCtx, l.s.opts.Store, l.log, l.job, key, lease.PID, claim, trigger)
 		var te *TimeoutError
 		timedOut := errors.As(context.Cause(runCtx), &te)
-		cancelTimeout()
 		cancel(nil)
 		a.status = status
 		if timedOut && status == store.StatusFailed {

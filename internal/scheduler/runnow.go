@@ -92,16 +92,7 @@ func runHere(ctx context.Context, o RunNowOptions, log *slog.Logger, job jobs.Jo
 		return RunNowResult{}, err
 	}
 	log.Info("No replica holds the lock; running here", "run_id", claim.RunID)
-	tctx, cancelTimeout := context.WithTimeoutCause(ctx, job.EffectiveTimeout(), &TimeoutError{Timeout: job.EffectiveTimeout()})
-	defer cancelTimeout()
-	hctx := withHooks(tctx, o.Hooks...)
-	var runCtx context.Context
-	var cancel context.CancelCauseFunc
-	if o.KeepRunningOnLeaseLoss {
-		runCtx, cancel = context.WithCancelCause(hctx)
-	} else {
-		runCtx, cancel = withLease(hctx, lease) // the lease's end cancels the run
-	}
+	runCtx, cancel := runContext(ctx, job, lease, o.Hooks, !o.KeepRunningOnLeaseLoss)
 	defer cancel(nil)
 	status, jobErr := runJob(runCtx, st, log, job, sess.Key(), lease.PID, claim, store.TriggerManual)
 	res := RunNowResult{RunID: claim.RunID, Status: status, WorkerID: o.WorkerID, Here: true}

@@ -303,6 +303,25 @@ type activeRun struct {
 	givenUp  atomic.Bool // the leader gave the run up; its late end is not counted again
 }
 
+// runContext is what a run executes under, for the leader and RunNow alike: the hooks,
+// the lease's end (cause lock.ErrLockLost) unless leaseCancels is false (tests of the fence
+// alone), and the job's timeout (cause *TimeoutError). cancel(cause) ends it all.
+func runContext(parent context.Context, job jobs.Job, lease *lock.Lease, hooks []RunHook, leaseCancels bool) (context.Context, context.CancelCauseFunc) {
+	ctx := withHooks(parent, hooks...)
+	var cancelRun context.CancelCauseFunc
+	if leaseCancels {
+		ctx, cancelRun = withLease(ctx, lease)
+	} else {
+		ctx, cancelRun = context.WithCancelCause(ctx)
+	}
+	timeout := job.EffectiveTimeout()
+	ctx, cancelTimeout := context.WithTimeoutCause(ctx, timeout, &TimeoutError{Timeout: timeout})
+	return ctx, func(cause error) {
+		cancelRun(cause)
+		cancelTimeout()
+	}
+}
+
 // withLease returns a context cancelled, with cause lock.ErrLockLost, the moment lease
 // ends (not at the caller's next look), and its cancel function.
 func withLease(ctx context.Context, lease *lock.Lease) (context.Context, context.CancelCauseFunc) {
