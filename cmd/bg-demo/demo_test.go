@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,8 +53,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 type demoProc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
+	out  testenv.LogBuffer
 	done chan struct{}
 	err  error
 }
@@ -67,26 +65,12 @@ func startDemo(t *testing.T, args ...string) *demoProc {
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	d := &demoProc{t: t, cmd: cmd, done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.Stdout, cmd.Stderr = &d.out, &d.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := pr.Read(buf)
-			d.mu.Lock()
-			d.out.Write(buf[:n])
-			d.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
 		d.err = cmd.Wait()
-		pw.Close()
 		close(d.done)
 	}()
 	t.Cleanup(func() {
@@ -103,11 +87,7 @@ func startDemo(t *testing.T, args ...string) *demoProc {
 	return d
 }
 
-func (d *demoProc) output() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.String()
-}
+func (d *demoProc) output() string { return d.out.String() }
 
 // waitFor waits until the output matches re (count times).
 func (d *demoProc) waitFor(re *regexp.Regexp, count int, timeout time.Duration) {
