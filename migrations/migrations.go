@@ -154,7 +154,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, opts Options) (Result, error) {
 		return res, fmt.Errorf("set search_path: %w", err)
 	}
 
-	if opts.Uploads.Default {
+	if opts.Uploads.IsDefault() {
 		var exists bool
 		if err := conn.QueryRow(ctx, `SELECT to_regclass('public.uploads') IS NOT NULL`).Scan(&exists); err != nil {
 			return res, fmt.Errorf("look up public.uploads: %w", err)

@@ -16,10 +16,6 @@ const (
 // and writes (the UPLOADS_* variables). Names are exact catalog names: case-sensitive,
 // unquoted. An empty optional column is neither read nor written.
 type UploadsMapping struct {
-	// Default is true when no UPLOADS_* variable is set: the table is public.uploads of
-	// the documented shape, which migrate creates when it does not exist.
-	Default bool
-
 	TableSchema string // UPLOADS_TABLE's schema part; "public" when unqualified
 	Table       string // UPLOADS_TABLE, default "uploads"
 
@@ -46,6 +42,10 @@ type UploadsMapping struct {
 	Explicit []string `json:",omitempty"`
 }
 
+// IsDefault reports the zero-config mapping: no UPLOADS_* variable set, so the table is
+// public.uploads of the documented shape, which migrate creates when it does not exist.
+func (m UploadsMapping) IsDefault() bool { return len(m.Explicit) == 0 }
+
 // IsExplicit reports whether variable v was set.
 func (m UploadsMapping) IsExplicit(v string) bool {
 	for _, e := range m.Explicit {
@@ -67,7 +67,6 @@ var UploadsVars = []string{
 // DefaultUploads is the mapping of the default table, public.uploads.
 func DefaultUploads() UploadsMapping {
 	return UploadsMapping{
-		Default:     true,
 		TableSchema: DefaultTableSchema, Table: DefaultUploadsTable,
 		IDColumn: "id", KeyColumn: "object_key", StatusColumn: "status",
 		StatusPending: "PENDING", StatusUploaded: "UPLOADED", StatusFailed: "FAILED",
@@ -116,18 +115,15 @@ func loadUploads(env LookupEnv, c *Config, bad func(name, format string, args ..
 		}
 	}
 
-	anySet := false
 	for _, name := range UploadsVars {
 		if _, ok := env.value(name); ok {
-			anySet = true
 			c.Uploads.Explicit = append(c.Uploads.Explicit, name)
 		}
 	}
-	if !anySet {
+	if c.Uploads.IsDefault() {
 		return
 	}
 	m := &c.Uploads
-	m.Default = false
 	if v, ok := env.value("UPLOADS_TABLE"); ok {
 		schema, table, qualified := strings.Cut(v, ".")
 		if !qualified {
