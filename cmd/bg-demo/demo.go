@@ -231,10 +231,7 @@ func (d *demo) setup(ctx context.Context) error {
 	}
 	// status checks the mapping like a replica does, so the command it prints carries the
 	// same UPLOADS_* variables.
-	mapping := ""
-	for _, kv := range d.shape.EnvList() {
-		mapping += kv + " "
-	}
+	statusEnv := strings.Join(append(d.shape.EnvList(), "DATABASE_URL='"+d.dbURL+"'"), " ")
 	inspect := []string{
 		"Inspect it from another terminal while it runs:",
 		fmt.Sprintf("  psql '%s' -c 'SELECT * FROM bg_worker.worker_lock_holders'", d.dbURL),
@@ -243,7 +240,7 @@ func (d *demo) setup(ctx context.Context) error {
 		inspect = append(inspect, fmt.Sprintf("  psql '%s' -c '%s'", d.dbURL, strings.ReplaceAll(d.shape.CountSQL(), "'", `'\''`)))
 	}
 	d.out.demoBlock(append(inspect,
-		fmt.Sprintf("  %sDATABASE_URL='%s' %s status", mapping, d.dbURL, d.workerBin),
+		fmt.Sprintf("  %s %s status", statusEnv, d.workerBin),
 		fmt.Sprintf("  curl -s http://%s/metrics | grep ^bgworker_", d.replicas[0].addr),
 		"Type k⏎ to kill -9 the current leader, r⏎ to restart replicas that are down, s⏎ for lock holders now, q⏎ or Ctrl-C to stop.",
 	))

@@ -153,9 +153,11 @@ func (d *demo) killLeader(ctx context.Context) {
 	defer cancel()
 	var job, worker string
 	var intervalMS int64
-	err := d.db.QueryRow(qctx, `SELECT h.job, coalesce(h.worker_id, ''), j.interval_ms
+	var led []string // every job the leader holds, for the narration
+	err := d.db.QueryRow(qctx, `SELECT h.job, coalesce(h.worker_id, ''), j.interval_ms,
+			array(SELECT o.job FROM bg_worker.worker_lock_holders o WHERE o.worker_id = h.worker_id ORDER BY o.job)
 		FROM bg_worker.worker_lock_holders h JOIN bg_worker.worker_jobs j ON j.name = h.job
-		ORDER BY j.interval_ms, h.job LIMIT 1`).Scan(&job, &worker, &intervalMS)
+		ORDER BY j.interval_ms, h.job LIMIT 1`).Scan(&job, &worker, &intervalMS, &led)
 	if errors.Is(err, pgx.ErrNoRows) {
 		d.out.demo("kill: nobody leads a job right now; try again in a moment")
 		return
@@ -177,10 +179,6 @@ func (d *demo) killLeader(ctx context.Context) {
 	if p == nil || p.exited() {
 		d.out.demo("kill: %s leads %s but is not a running replica of this demo", worker, job)
 		return
-	}
-	var led []string
-	if rows, err := d.db.Query(qctx, `SELECT job FROM bg_worker.worker_lock_holders WHERE worker_id = $1 ORDER BY job`, worker); err == nil {
-		led, _ = pgx.CollectRows(rows, pgx.RowTo[string])
 	}
 	k := &killRecord{replica: worker, pid: p.pid, job: job, interval: time.Duration(intervalMS) * time.Millisecond}
 	// In --duration mode the killed replica is restarted at once, as a supervisor would
