@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
@@ -93,15 +94,33 @@ func init() {
 
 var serviceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
 
-// Render runs kustomize (krusty, kubectl's -k) over the kustomization in dir on disk, with
-// kustomize's default options (files only from inside each kustomization's root, no
-// plugins), and decodes every object strictly.
+// Render runs kustomize over the kustomization in dir (Build) and decodes every object
+// strictly (Decode).
 func Render(dir string) (Objects, error) {
-	var objs Objects
+	m, err := Build(dir)
+	if err != nil {
+		return Objects{}, err
+	}
+	return Decode(m)
+}
+
+// Build runs kustomize (krusty, kubectl's -k) over the kustomization in dir on disk, with
+// kustomize's default options (files only from inside each kustomization's root, no
+// plugins).
+func Build(dir string) (resmap.ResMap, error) {
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
-		return objs, fmt.Errorf("kustomize build %s: %w", dir, err)
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
 	}
+	if len(m.Resources()) == 0 {
+		return m, fmt.Errorf("kustomize build %s: no objects", dir)
+	}
+	return m, nil
+}
+
+// Decode decodes every object Build rendered strictly into the k8s.io/api types.
+func Decode(m resmap.ResMap) (Objects, error) {
+	var objs Objects
 	var errs []error
 	for _, r := range m.Resources() {
 		data, err := r.MarshalJSON()
@@ -112,9 +131,6 @@ func Render(dir string) (Objects, error) {
 		if err := objs.add(data); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.CurId(), err))
 		}
-	}
-	if len(m.Resources()) == 0 {
-		errs = append(errs, fmt.Errorf("kustomize build %s: no objects", dir))
 	}
 	return objs, errors.Join(errs...)
 }

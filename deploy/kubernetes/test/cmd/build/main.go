@@ -14,8 +14,7 @@ import (
 	"os"
 
 	kubetest "github.com/bg-worker/bg-worker/deploy/kubernetes/test"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/api/resmap"
 )
 
 func main() {
@@ -30,7 +29,7 @@ func main() {
 		os.Exit(2)
 	}
 	dir := flag.Arg(0)
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	m, err := kubetest.Build(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -44,19 +43,26 @@ func main() {
 	if !*check {
 		return
 	}
-	root, err := kubetest.RepoRoot(dir)
-	if err == nil {
-		var p kubetest.Program
-		if p, err = kubetest.LoadProgram(root); err == nil {
-			var objs kubetest.Objects
-			if objs, err = kubetest.Render(dir); err == nil {
-				err = kubetest.Check(objs, p)
-			}
-		}
-	}
-	if err != nil {
+	if err := checkRendered(dir, m); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", dir, err)
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "%s: every object decodes strictly and every invariant holds\n", dir)
+}
+
+// checkRendered decodes what Build rendered and checks it against the worker's source.
+func checkRendered(dir string, m resmap.ResMap) error {
+	root, err := kubetest.RepoRoot(dir)
+	if err != nil {
+		return err
+	}
+	p, err := kubetest.LoadProgram(root)
+	if err != nil {
+		return err
+	}
+	objs, err := kubetest.Decode(m)
+	if err != nil {
+		return err
+	}
+	return kubetest.Check(objs, p)
 }
