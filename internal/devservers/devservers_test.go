@@ -31,9 +31,8 @@ func versitygwBin(t *testing.T) string {
 	if p := os.Getenv("VERSITYGW_BIN"); p != "" {
 		return p
 	}
-	wd, _ := os.Getwd()
-	for dir := wd; filepath.Dir(dir) != dir; dir = filepath.Dir(dir) {
-		if p := filepath.Join(dir, ".bin", "versitygw"); fileExists(p) {
+	if root, err := devservers.RepoRoot(); err == nil {
+		if p := filepath.Join(root, ".bin", "versitygw"); fileExists(p) {
 			return p
 		}
 	}
