@@ -514,7 +514,7 @@ func (d *demo) checkWindows(ctx context.Context, kills []*killRecord) []string {
 	}
 	type jobWindows struct {
 		iv          time.Duration
-		first, last time.Time
+		first, last time.Time // the windows of the job's first and last rows
 		rows        map[time.Time][]row
 		failedEnds  []time.Time
 	}
@@ -530,12 +530,7 @@ func (d *demo) checkWindows(ctx context.Context, kills []*killRecord) []string {
 			names = append(names, r.job)
 		}
 		jw.rows[w] = append(jw.rows[w], r)
-		if w.Before(jw.first) {
-			jw.first = w
-		}
-		if w.After(jw.last) {
-			jw.last = w
-		}
+		jw.last = w // rows come ordered by tick_at: the first row set first
 		if r.status == "failed" && r.finished != nil {
 			jw.failedEnds = append(jw.failedEnds, *r.finished)
 		}
